@@ -1,0 +1,35 @@
+# vl2v entry points. Everything runs offline once the models and datasets are on disk.
+DATASET ?= officehome
+MODEL ?= openai/clip-vit-base-patch16
+EMBED_FLAGS ?=
+CARGO ?= cargo
+
+.PHONY: build test embed distill lint bench fixtures clean-cache
+
+build:
+	$(CARGO) build --release --bins
+
+# The test command CI runs. Binaries are built first: the end-to-end tests run them.
+test:
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+# Cache the CLIP teacher's embeddings of data/<dataset>: make embed DATASET=pacs EMBED_FLAGS="--views 8"
+embed: build
+	./target/release/embed --dataset $(DATASET) --model $(MODEL) $(EMBED_FLAGS)
+
+distill: build
+	./target/release/distill
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# End-to-end images/s of embed vs PyTorch + transformers on generated images (BENCH_N=480, BENCH_ARCH=b16|b32).
+bench:
+	CARGO="$(CARGO)" bash tests/bench/run_bench.sh
+
+# Regenerate the PyTorch parity fixtures (needs torch + transformers; never run in CI).
+fixtures:
+	pip install -r tests/fixtures/requirements.txt
+	python3 tests/fixtures/make_fixtures.py

@@ -1,0 +1,143 @@
+//! Command line of `embed`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use vl2v::cache::EmbeddingDtype;
+use vl2v::image::PreprocessMode;
+
+/// Run a CLIP teacher once over a DomainBed-layout dataset (root/<domain>/<class>/<image>) and cache its
+/// image embeddings (one row per image and view) and class-text embeddings as Parquet.
+///
+/// The cache goes to <cache-dir>/<dataset>/<model>[-vl2v][-views<K>-seed<S>][-f16]/ and is complete when
+/// its manifest.json exists. A rerun resumes: finished parts are kept and only the rest is computed.
+/// The last line printed on stdout is the cache directory.
+#[derive(Debug, Parser)]
+#[command(name = "embed", version)]
+pub struct Args {
+    /// Dataset name: officehome, pacs, vlcs, terraincognita, domainnet (found under data/), or any
+    /// name for the folder given with --root.
+    #[arg(long)]
+    pub dataset: String,
+
+    /// Dataset folder in root/<domain>/<class>/<image> layout [default: data/<folder of the dataset>].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+
+    /// Hugging Face hub id, or a local directory with config.json, model.safetensors, tokenizer.json.
+    /// Hub files come from the Hugging Face cache (HF_HOME, HF_HUB_CACHE); with HF_HUB_OFFLINE=1 nothing
+    /// is downloaded.
+    #[arg(long, default_value = "openai/clip-vit-base-patch16")]
+    pub model: String,
+
+    /// Hub revision (branch, tag or commit) [default: main].
+    #[arg(long)]
+    pub revision: Option<String>,
+
+    /// Where caches are written.
+    #[arg(long, default_value = "data/cache")]
+    pub cache_dir: PathBuf,
+
+    /// clip: exactly Hugging Face's CLIPImageProcessor (shortest side, bicubic, centre crop, CLIP
+    /// mean/std). vl2v: what the official VL2V-ADiP code feeds its teacher (squash to a square, bilinear,
+    /// ImageNet mean/std).
+    #[arg(long, value_enum, default_value_t = Preprocess::Clip)]
+    pub preprocess: Preprocess,
+
+    /// Augmented training views per image (DomainBed recipe: random resized crop 0.7-1, flip, colour
+    /// jitter 0.3, grayscale p 0.1), in addition to the evaluation view 0.
+    #[arg(long, default_value_t = 0)]
+    pub views: u16,
+
+    /// Seed of the augmented views; each view's parameters depend only on (seed, path, view).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Extra prompt templates, one per line with {} for the class name and optionally {domain};
+    /// added to "a photo of a {}" and "a {domain} of a {}".
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
+
+    /// Storage type of the embeddings.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+
+    /// Images per model batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// cpu, or cuda (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+
+    /// Embed only shard I of N (0-based, e.g. 2/8): a deterministic 1/N of the parts, so shards can run
+    /// on separate machines into one cache directory. The manifest is written by the shard that
+    /// finds all parts present.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+
+    /// Fail on the first unreadable image instead of skipping it (skipped images are listed in the
+    /// manifest).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Delete an existing cache for these settings and start again.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Preprocess {
+    Clip,
+    Vl2v,
+}
+
+impl From<Preprocess> for PreprocessMode {
+    fn from(p: Preprocess) -> Self {
+        match p {
+            Preprocess::Clip => PreprocessMode::Clip,
+            Preprocess::Vl2v => PreprocessMode::Vl2v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Dtype {
+    F32,
+    F16,
+}
+
+impl From<Dtype> for EmbeddingDtype {
+    fn from(d: Dtype) -> Self {
+        match d {
+            Dtype::F32 => EmbeddingDtype::F32,
+            Dtype::F16 => EmbeddingDtype::F16,
+        }
+    }
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("'{s}' is not a shard I/N with 0 <= I < N (e.g. 0/4)");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_reject_nonsense() {
+        assert_eq!(parse_shard("2/8"), Ok((2, 8)));
+        assert!(parse_shard("8/8").is_err());
+        assert!(parse_shard("1").is_err());
+        assert!(parse_shard("a/b").is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! One `embed` job: resolve inputs, claim the cache directory, run the missing parts, finish.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vl2v::cache::EmbeddingDtype;
+use vl2v::dataset::{discover, lookup, Dataset};
+use vl2v::image::Preprocess;
+use vl2v::model::{device, resolve, sha256_file, ClipTeacher, ModelFiles};
+use vl2v::prompts::{read_templates, template_set};
+
+use crate::args::Args;
+use crate::{finish, pipeline, texts};
+
+/// Images per part file: the most an interruption can lose.
+pub const PART_IMAGES: usize = 256;
+pub const JOB_FILE: &str = "job.json";
+pub const RECIPE: &str =
+    "domainbed: RandomResizedCrop(scale 0.7-1.0, ratio 3/4-4/3), HorizontalFlip(0.5), \
+ColorJitter(0.3, 0.3, 0.3, 0.3), RandomGrayscale(0.1)";
+
+/// Everything that determines a cache's content. A rerun must match it exactly to resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSettings {
+    pub dataset: String,
+    pub root: String,
+    pub images: usize,
+    /// sha256 over the sorted relative paths: a changed dataset is a different cache.
+    pub image_list_sha256: String,
+    pub model: String,
+    pub revision: Option<String>,
+    pub commit: Option<String>,
+    pub weights_sha256: String,
+    pub preprocess: Preprocess,
+    pub views: u16,
+    pub seed: u64,
+    pub templates: Vec<String>,
+    pub dtype: EmbeddingDtype,
+    pub part_images: usize,
+}
+
+/// What a job works with once its inputs are resolved.
+pub struct Job {
+    pub dir: PathBuf,
+    pub dataset: Dataset,
+    pub teacher: ClipTeacher,
+    pub settings: JobSettings,
+    pub shard: (u32, u32),
+}
+
+pub fn run(args: &Args) -> Result<PathBuf> {
+    let started = Instant::now();
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let job = prepare(args)?;
+    let before = finish::cache_bytes(&job.dir);
+    texts::ensure(&job)?;
+    let parts = pipeline::pending_parts(&job);
+    let stats = pipeline::run(&job, &parts, args.batch_size, args.strict)?;
+    let manifest = finish::write_manifest_if_complete(&job)?;
+    finish::print_summary(&job, &stats, started, before, manifest.is_some());
+    Ok(job.dir)
+}
+
+fn prepare(args: &Args) -> Result<Job> {
+    let spec = match &args.root {
+        Some(_) => lookup(&args.dataset).ok(),
+        None => Some(lookup(&args.dataset)?),
+    };
+    let root = match (&args.root, spec) {
+        (Some(root), _) => root.clone(),
+        (None, Some(spec)) => Path::new("data").join(spec.folder),
+        (None, None) => unreachable!("lookup failed above"),
+    };
+    let dataset = discover(&args.dataset, &root, spec)?;
+    eprintln!(
+        "dataset {}: {} images, {} domains, {} classes in {}",
+        dataset.name,
+        dataset.images.len(),
+        dataset.domains.len(),
+        dataset.classes.len(),
+        root.display()
+    );
+    let files = resolve(&args.model, args.revision.as_deref(), true)?;
+    let weights_sha256 = sha256_file(&files.weights)?;
+    let device = device(&args.device)?;
+    let teacher = ClipTeacher::load(&files, &device)?;
+    let extra = match &args.templates {
+        Some(path) => read_templates(path)?,
+        None => Vec::new(),
+    };
+    let settings = JobSettings {
+        dataset: dataset.name.clone(),
+        root: fs::canonicalize(&root)
+            .unwrap_or(root.clone())
+            .display()
+            .to_string(),
+        images: dataset.images.len(),
+        image_list_sha256: image_list_hash(&dataset),
+        model: files.source.clone(),
+        revision: files.revision.clone(),
+        commit: files.commit.clone(),
+        weights_sha256,
+        preprocess: Preprocess::new(args.preprocess.into(), teacher.image_size() as u32),
+        views: args.views,
+        seed: args.seed,
+        templates: template_set(&extra),
+        dtype: args.dtype.into(),
+        part_images: PART_IMAGES,
+    };
+    let dir = args
+        .cache_dir
+        .join(&dataset.name)
+        .join(cache_slug(args, &files));
+    claim(&dir, &settings, args.force)?;
+    Ok(Job {
+        dir,
+        dataset,
+        teacher,
+        settings,
+        shard: args.shard.unwrap_or((0, 1)),
+    })
+}
+
+/// `<model>[-vl2v][-views<K>-seed<S>][-f16]`: settings a user varies on purpose get their own directory.
+fn cache_slug(args: &Args, files: &ModelFiles) -> String {
+    let model = Path::new(&files.source);
+    let mut slug = if model.is_dir() {
+        fs::canonicalize(model)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into())
+    } else {
+        files.source.replace('/', "--")
+    };
+    if let Some(rev) = args.revision.as_deref().filter(|r| *r != "main") {
+        slug.push('@');
+        slug.push_str(&rev.replace('/', "--"));
+    }
+    if matches!(args.preprocess, crate::args::Preprocess::Vl2v) {
+        slug.push_str("-vl2v");
+    }
+    if args.views > 0 {
+        slug.push_str(&format!("-views{}-seed{}", args.views, args.seed));
+    }
+    if matches!(args.dtype, crate::args::Dtype::F16) {
+        slug.push_str("-f16");
+    }
+    slug
+}
+
+fn image_list_hash(dataset: &Dataset) -> String {
+    let mut hasher = Sha256::new();
+    for image in &dataset.images {
+        hasher.update(image.path.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Makes `dir` this job's: new directories get `job.json`; an existing one must hold the same settings,
+/// so a run never mixes into a cache made differently.
+fn claim(dir: &Path, settings: &JobSettings, force: bool) -> Result<()> {
+    let job_file = dir.join(JOB_FILE);
+    if force && dir.exists() {
+        fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot remove {} for --force", dir.display()))?;
+    }
+    if job_file.exists() {
+        let text = fs::read_to_string(&job_file)
+            .with_context(|| format!("cannot read {}", job_file.display()))?;
+        let existing: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", job_file.display()))?;
+        // Through text, as on disk: f32 fields must compare in their written form.
+        let wanted: serde_json::Value = serde_json::from_str(&serde_json::to_string(settings)?)?;
+        if existing != wanted {
+            let field = first_difference(&existing, &wanted);
+            bail!(
+                "{} holds a cache made with different settings ({field}); pass --force to rebuild it or \
+                 --cache-dir to write elsewhere",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    if dir.exists() && fs::read_dir(dir)?.next().is_some() {
+        bail!("{} exists but has no {JOB_FILE}: not a vl2v cache; remove it or choose another --cache-dir", dir.display());
+    }
+    fs::create_dir_all(dir.join("images"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    vl2v::cache::write_bytes_atomic(
+        &job_file,
+        serde_json::to_string_pretty(settings)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn first_difference(existing: &serde_json::Value, wanted: &serde_json::Value) -> String {
+    let (Some(a), Some(b)) = (existing.as_object(), wanted.as_object()) else {
+        return "unreadable job.json".into();
+    };
+    for (key, value) in b {
+        let old = a.get(key).unwrap_or(&serde_json::Value::Null);
+        if old != value {
+            return format!("{key}: cached {old}, now {value}");
+        }
+    }
+    "unknown fields in job.json".into()
+}

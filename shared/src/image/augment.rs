@@ -1,0 +1,245 @@
+//! The pixel operations of an augmented view, in place on an RGB image: horizontal flip, torchvision's
+//! `ColorJitter` on PIL images (brightness, contrast, saturation, hue) and `RandomGrayscale`.
+//!
+//! Each follows the arithmetic of the Pillow function torchvision calls, so results are deterministic and
+//! (up to torchvision's own random draws) the same as the reference pipeline:
+//! - brightness / contrast / saturation: `ImageEnhance` = `Image.blend(degenerate, img, factor)` computed
+//!   in `f32`, truncated to `u8` and clipped (libImaging/Blend.c). The degenerate image is black,
+//!   a flat grey at the rounded mean of the luma image, or the luma image itself;
+//! - luma: Pillow's `L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16` (ITU-R 601-2);
+//! - hue: RGB → HSV (8-bit channels), `h += trunc(hue * 255)` wrapping modulo 256, HSV → RGB, with
+//!   Pillow's `rgb2hsv` / `hsv2rgb` rounding (libImaging/Convert.c).
+
+use ::image::RgbImage;
+
+use crate::views::{JitterOp, ViewParams};
+
+/// Pillow's 8-bit luma of an RGB pixel.
+#[inline(always)]
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
+}
+
+/// `ImagingBlend` for one sample: `in1 + alpha * (in2 - in1)`, truncated and clipped.
+#[inline(always)]
+fn blend(in1: u8, in2: u8, alpha: f32) -> u8 {
+    let v = f32::from(in1) + alpha * (f32::from(in2) - f32::from(in1));
+    if v <= 0.0 {
+        0
+    } else if v >= 255.0 {
+        255
+    } else {
+        v as u8
+    }
+}
+
+/// Mirrors the image left to right.
+pub fn hflip(img: &mut RgbImage) {
+    let w = img.width() as usize;
+    if w == 0 {
+        return;
+    }
+    let buf: &mut [u8] = img;
+    for row in buf.chunks_exact_mut(w * 3) {
+        for x in 0..w / 2 {
+            let (a, b) = (x * 3, (w - 1 - x) * 3);
+            for c in 0..3 {
+                row.swap(a + c, b + c);
+            }
+        }
+    }
+}
+
+/// `F.adjust_brightness`: blend with black.
+pub fn adjust_brightness(img: &mut RgbImage, factor: f32) {
+    for v in img.iter_mut() {
+        *v = blend(0, *v, factor);
+    }
+}
+
+/// `F.adjust_contrast`: blend with a flat grey at the mean luma, `int(mean + 0.5)`.
+pub fn adjust_contrast(img: &mut RgbImage, factor: f32) {
+    let n = u64::from(img.width()) * u64::from(img.height());
+    if n == 0 {
+        return;
+    }
+    let sum: u64 = img
+        .pixels()
+        .map(|p| u64::from(luma(p[0], p[1], p[2])))
+        .sum();
+    let mean = (sum as f64 / n as f64 + 0.5) as u8;
+    for v in img.iter_mut() {
+        *v = blend(mean, *v, factor);
+    }
+}
+
+/// `F.adjust_saturation`: blend with the luma image.
+pub fn adjust_saturation(img: &mut RgbImage, factor: f32) {
+    for p in img.pixels_mut() {
+        let l = luma(p[0], p[1], p[2]);
+        for v in p.0.iter_mut() {
+            *v = blend(l, *v, factor);
+        }
+    }
+}
+
+/// `F.adjust_hue` with `hue` in turns (−0.5..=0.5).
+pub fn adjust_hue(img: &mut RgbImage, hue: f32) {
+    // Even a zero shift goes through the (lossy) HSV round trip, as in torchvision.
+    let shift = ((f64::from(hue) * 255.0) as i32) as u8;
+    for p in img.pixels_mut() {
+        let [h, s, v] = rgb_to_hsv(p[0], p[1], p[2]);
+        p.0 = hsv_to_rgb(h.wrapping_add(shift), s, v);
+    }
+}
+
+/// `F.rgb_to_grayscale(img, num_output_channels=3)`: luma in all three channels.
+pub fn to_grayscale(img: &mut RgbImage) {
+    for p in img.pixels_mut() {
+        let l = luma(p[0], p[1], p[2]);
+        p.0 = [l, l, l];
+    }
+}
+
+/// Flip, colour jitter (in `view.jitter_order`; factors of exactly 1 and a zero hue are skipped) and
+/// grayscale, as DomainBed's training transform applies them after `RandomResizedCrop`.
+pub fn apply_pixel_ops(img: &mut RgbImage, view: &ViewParams) {
+    if view.flip {
+        hflip(img);
+    }
+    for op in view.jitter_order {
+        match op {
+            JitterOp::Brightness if view.brightness != 1.0 => {
+                adjust_brightness(img, view.brightness)
+            }
+            JitterOp::Contrast if view.contrast != 1.0 => adjust_contrast(img, view.contrast),
+            JitterOp::Saturation if view.saturation != 1.0 => {
+                adjust_saturation(img, view.saturation)
+            }
+            JitterOp::Hue if view.hue != 0.0 => adjust_hue(img, view.hue),
+            _ => {}
+        }
+    }
+    if view.grayscale {
+        to_grayscale(img);
+    }
+}
+
+/// Pillow's `rgb2hsv_row` (mixed `f32` / `f64` arithmetic as in C).
+#[inline]
+fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    if maxc == minc {
+        return [0, 0, maxc];
+    }
+    let cr = f32::from(maxc - minc);
+    let s = cr / f32::from(maxc);
+    let rc = f32::from(maxc - r) / cr;
+    let gc = f32::from(maxc - g) / cr;
+    let bc = f32::from(maxc - b) / cr;
+    let h: f32 = if r == maxc {
+        bc - gc
+    } else if g == maxc {
+        (2.0 + f64::from(rc) - f64::from(bc)) as f32
+    } else {
+        (4.0 + f64::from(gc) - f64::from(rc)) as f32
+    };
+    let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
+    let uh = clip8((f64::from(h) * 255.0) as i32);
+    let us = clip8((f64::from(s) * 255.0) as i32);
+    [uh, us, maxc]
+}
+
+/// Pillow's `hsv2rgb`.
+#[inline]
+fn hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
+    if s == 0 {
+        return [v, v, v];
+    }
+    let hf = f64::from(h) * 6.0 / 255.0;
+    let i = hf.floor() as i32;
+    let f = (hf - f64::from(i)) as f32;
+    let fs = (f64::from(s) / 255.0) as f32;
+    let vf = f64::from(v);
+    let p = clip8((vf * (1.0 - f64::from(fs))).round() as i32);
+    let q = clip8((vf * (1.0 - f64::from(fs * f))).round() as i32);
+    let t = clip8((vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f)))).round() as i32);
+    match i % 6 {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+#[inline(always)]
+fn clip8(v: i32) -> u8 {
+    v.clamp(0, 255) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::image::Rgb;
+
+    fn sample() -> RgbImage {
+        RgbImage::from_fn(16, 9, |x, y| {
+            Rgb([(x * 16) as u8, (y * 28) as u8, ((x * y * 5) % 256) as u8])
+        })
+    }
+
+    #[test]
+    fn luma_matches_pillow() {
+        // Pillow 13: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
+        assert_eq!(luma(255, 0, 0), 76);
+        assert_eq!(luma(0, 255, 0), 150);
+        assert_eq!(luma(0, 0, 255), 29);
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(12, 200, 77), 130);
+    }
+
+    #[test]
+    fn blend_truncates_and_clips_like_pillow() {
+        assert_eq!(blend(0, 200, 1.3), 255);
+        assert_eq!(blend(0, 100, 0.7), 70);
+        assert_eq!(blend(0, 101, 0.7), 70);
+        assert_eq!(blend(128, 10, 1.3), 0);
+        assert_eq!(blend(50, 77, 1.0), 77);
+    }
+
+    #[test]
+    fn flip_twice_is_identity() {
+        let img = sample();
+        let mut f = img.clone();
+        hflip(&mut f);
+        assert_ne!(f, img);
+        assert_eq!(f.get_pixel(0, 3), img.get_pixel(15, 3));
+        hflip(&mut f);
+        assert_eq!(f, img);
+    }
+
+    #[test]
+    fn hsv_round_trip_is_close() {
+        for r in (0..=255u8).step_by(15) {
+            for g in (0..=255u8).step_by(17) {
+                for b in (0..=255u8).step_by(13) {
+                    let [h, s, v] = rgb_to_hsv(r, g, b);
+                    let back = hsv_to_rgb(h, s, v);
+                    for (x, y) in back.iter().zip([r, g, b]) {
+                        assert!(x.abs_diff(y) <= 3, "{:?} -> {:?}", [r, g, b], back);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grayscale_has_equal_channels() {
+        let mut img = sample();
+        to_grayscale(&mut img);
+        assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+    }
+}

@@ -1,0 +1,6 @@
+pub mod cache;
+pub mod dataset;
+pub mod image;
+pub mod model;
+pub mod prompts;
+pub mod views;
