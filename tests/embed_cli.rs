@@ -172,6 +172,15 @@ fn resumes_after_kill_and_shards_agree_with_a_single_run() {
     }
     child.kill().ok();
     child.wait().unwrap();
+    // Each part takes a while; a kill right after the first one lands mid-run.
+    assert!(first_part.exists(), "the first part never appeared");
+    assert!(
+        !killed.join("toy/tiny_clip/manifest.json").exists(),
+        "the run finished before the kill"
+    );
+    // As if the kill had landed while a part was being written.
+    let stale = killed.join("toy/tiny_clip/images/.part-00002.parquet.AbC123.tmp");
+    fs::write(&stale, b"half a part").unwrap();
     let (out, stdout, stderr) = run(&mut embed(&data, &killed, &[]));
     assert!(out.status.success(), "{stderr}");
     let resumed_dir = last_line(&stdout);

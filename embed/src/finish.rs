@@ -137,7 +137,7 @@ pub fn print_summary(
     let seconds = started.elapsed().as_secs_f64();
     let bytes = cache_bytes(&job.dir);
     eprintln!(
-        "embedded {} images ({} rows, {} views each), skipped {}, in {:.1} s: {:.1} images/s ({:.1} in the model); \
+        "embedded {} images ({} rows, {} per image), skipped {}, in {:.1} s: {:.1} images/s ({:.1} in the model); \
          wrote {:.1} MB, cache {:.1} MB",
         stats.images,
         stats.rows,

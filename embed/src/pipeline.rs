@@ -40,15 +40,31 @@ pub fn all_parts(images: usize) -> Vec<Part> {
         .collect()
 }
 
-/// This shard's parts (part index mod N) that are not on disk yet.
+/// This shard's parts (part index mod N) that are not on disk yet. Temporary files an interrupted run
+/// left for them are removed (only this shard's: other shards may be writing theirs right now).
 pub fn pending_parts(job: &Job) -> Vec<Part> {
     let (shard, shards) = job.shard;
-    all_parts(job.dataset.images.len())
+    let pending: Vec<Part> = all_parts(job.dataset.images.len())
         .into_iter()
         .filter(|p| {
             p.index % shards as usize == shard as usize && !part_path(job, p.index).exists()
         })
-        .collect()
+        .collect();
+    let stale: Vec<String> = pending
+        .iter()
+        .map(|p| format!(".part-{:05}.parquet.", p.index))
+        .collect();
+    for entry in std::fs::read_dir(job.dir.join("images"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") && stale.iter().any(|prefix| name.starts_with(prefix)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    pending
 }
 
 #[derive(Debug, Default)]

@@ -222,18 +222,55 @@ mod tests {
     }
 
     #[test]
-    fn hsv_round_trip_is_close() {
-        for r in (0..=255u8).step_by(15) {
-            for g in (0..=255u8).step_by(17) {
-                for b in (0..=255u8).step_by(13) {
-                    let [h, s, v] = rgb_to_hsv(r, g, b);
-                    let back = hsv_to_rgb(h, s, v);
-                    for (x, y) in back.iter().zip([r, g, b]) {
-                        assert!(x.abs_diff(y) <= 3, "{:?} -> {:?}", [r, g, b], back);
-                    }
-                }
-            }
+    fn hsv_and_hue_match_pillow() {
+        // Pillow 13: img.convert("HSV"), .convert("RGB"), and torchvision's PIL adjust_hue.
+        let px = [
+            [0, 17, 221],
+            [12, 200, 77],
+            [255, 0, 0],
+            [250, 240, 10],
+            [90, 90, 91],
+        ];
+        let hsv = [
+            [166, 255, 221],
+            [99, 239, 200],
+            [0, 255, 255],
+            [40, 244, 250],
+            [170, 2, 91],
+        ];
+        let back = [
+            [0, 21, 221],
+            [13, 200, 74],
+            [255, 0, 0],
+            [250, 236, 11],
+            [90, 90, 91],
+        ];
+        let plus = [
+            [221, 0, 135],
+            [13, 48, 200],
+            [132, 255, 0],
+            [11, 250, 112],
+            [91, 90, 91],
+        ];
+        let minus = [
+            [0, 151, 221],
+            [61, 200, 13],
+            [255, 0, 144],
+            [250, 95, 11],
+            [90, 91, 91],
+        ];
+        for i in 0..px.len() {
+            let [r, g, b] = px[i];
+            assert_eq!(rgb_to_hsv(r, g, b), hsv[i]);
+            let [h, s, v] = hsv[i];
+            assert_eq!(hsv_to_rgb(h, s, v), back[i]);
         }
+        let img = RgbImage::from_fn(5, 1, |x, _| Rgb(px[x as usize]));
+        let (mut a, mut b) = (img.clone(), img);
+        adjust_hue(&mut a, 0.25);
+        adjust_hue(&mut b, -0.1);
+        assert_eq!(a.pixels().map(|p| p.0).collect::<Vec<_>>(), plus);
+        assert_eq!(b.pixels().map(|p| p.0).collect::<Vec<_>>(), minus);
     }
 
     #[test]

@@ -318,6 +318,10 @@ mod tests {
         crc_input.extend_from_slice(&ihdr);
         png.extend_from_slice(&ihdr);
         png.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+        // The start of an IDAT chunk, so that the header parses.
+        png.extend_from_slice(&[0, 0, 0, 2]);
+        png.extend_from_slice(b"IDAT\x78\x9c");
+        png.extend_from_slice(&crc32(b"IDAT\x78\x9c").to_be_bytes());
         let e = decode_rgb(&png, Path::new("bomb.png")).unwrap_err();
         assert!(
             matches!(e, DecodeError::TooLarge { width: 20000, .. }),

@@ -33,16 +33,18 @@ fn diff(a: &RgbImage, b: &RgbImage) -> (u8, f64) {
     (max, sum as f64 / a.as_raw().len().max(1) as f64)
 }
 
-/// Largest per-sample difference a fixture may show: 1 (rounding) everywhere except where a decoder other
-/// than libjpeg-turbo is involved (see the comment at the use site).
-fn allowed(format: &str) -> u8 {
+/// Largest (max, mean) per-sample difference a fixture may show against Pillow: exact for every lossless
+/// format; for JPEG see below.
+fn allowed(format: &str) -> (u8, f64) {
     match format {
-        // zune-jpeg's IDCT and chroma upsampling are not bit-exact with libjpeg-turbo's (±1–2 grey levels
-        // on some decoded pixels before any resizing), so a resampled pixel can differ by a few levels.
-        "JPEG" => 4,
-        // libwebp and image-webp differ the same way for lossy WebP (YUV → RGB conversion).
-        "WEBP" => 4,
-        _ => 1,
+        // The JPEG decoder differs: zune-jpeg (the `image` crate's) is not bit-exact with Pillow's
+        // libjpeg-turbo. Its integer IDCT rounds differently (±1–2 on a few decoded pixels even at 4:4:4),
+        // and its 4:2:0 chroma upsampling rounds after the vertical and again after the horizontal step
+        // where libjpeg-turbo's "fancy" upsampling rounds once, so decoded RGB differs by up to 3 grey
+        // levels (mean ≈ 0.14 on the 4:2:0 fixture, ≈ 0.006 at 4:4:4). Resampling then averages these,
+        // but bicubic's negative lobes can add a level. Exactness would need libjpeg-turbo itself (C).
+        "JPEG" => (4, 0.25),
+        _ => (1, 0.05),
     }
 }
 
@@ -88,10 +90,10 @@ fn fixtures_render_like_pillow() {
             let got = pre.render(&img, &ViewParams::identity());
             let (max, mean) = diff(&got, &want);
             row.push((max, mean));
-            if max > allowed(format) {
+            let (max_ok, mean_ok) = allowed(format);
+            if max > max_ok || mean > mean_ok {
                 failures.push(format!(
-                    "{file} {key}: max diff {max} > {}",
-                    allowed(format)
+                    "{file} {key}: max/mean diff {max}/{mean:.4} over the allowed {max_ok}/{mean_ok}"
                 ));
             }
         }
@@ -106,7 +108,7 @@ fn fixtures_render_like_pillow() {
             row[0].0, row[0].1, row[1].0, row[1].1
         );
         // Lossless formats must decode to exactly Pillow's pixels.
-        if !matches!(format, "JPEG" | "WEBP") && rgb_same == Some(false) {
+        if format != "JPEG" && rgb_same == Some(false) {
             failures.push(format!("{file}: decoded RGB differs from Pillow's"));
         }
     }
@@ -166,80 +168,121 @@ fn every_prefix_of_every_fixture_decodes_or_errors() {
     }
 }
 
-// SCRATCH (remove before handing over): compare with /tmp/imgref made by a local Pillow script.
+/// A 61×47 image with busy, formula-defined pixels (the same formula in the Python that made the hashes).
+fn busy_image() -> RgbImage {
+    RgbImage::from_fn(61, 47, |x, y| {
+        ::image::Rgb([
+            ((x * 37 + y * 11) % 256) as u8,
+            ((x * x + 3 * y) % 256) as u8,
+            ((x * y * 7 + 13) % 256) as u8,
+        ])
+    })
+}
+
+fn short_sha(img: &RgbImage) -> String {
+    Sha256::digest(img.as_raw())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Bit-exact parity with Pillow 13.0.0 (`resize`, `crop().resize()`, `resize(box=)`, `ImageEnhance`,
+/// torchvision's PIL `adjust_hue`, `convert("L")`), pinned as hashes of the outputs. The sizes cover both
+/// pass orders (vertical first when `ih - oh > 2 * (iw - ow)`), upscaling, downscaling and boxes.
 #[test]
-fn scratch_pillow_ops() {
+fn pillow_operations_are_bit_exact() {
     use super::augment::*;
-    use super::resize::*;
-    let dir = Path::new("/tmp/imgref");
-    let Ok(text) = std::fs::read_to_string(dir.join("cases.json")) else {
-        return;
-    };
-    let cases: Value = serde_json::from_str(&text).unwrap();
-    let mut worst = 0;
-    for c in cases.as_array().unwrap() {
-        let src = ::image::open(dir.join(c["src"].as_str().unwrap()))
-            .unwrap()
-            .to_rgb8();
-        let want = ::image::open(dir.join(c["out"].as_str().unwrap()))
-            .unwrap()
-            .to_rgb8();
-        let f = |k: &str| c[k].as_f64().unwrap();
-        let filt = || Filter::from_name(c["filter"].as_str().unwrap()).unwrap();
-        let size = || {
-            let s = c["size"].as_array().unwrap();
-            (s[0].as_u64().unwrap() as u32, s[1].as_u64().unwrap() as u32)
-        };
-        let got = match c["op"].as_str().unwrap() {
-            "resize" => resize(&src, size().0, size().1, filt()),
-            "crop" => {
-                let r: Vec<u32> = c["rect"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u32)
-                    .collect();
-                resize_crop(&src, [r[0], r[1], r[2], r[3]], size().0, size().1, filt())
-            }
-            "box" => {
-                let b: Vec<f32> = c["box"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32)
-                    .collect();
-                resize_box(&src, [b[0], b[1], b[2], b[3]], size().0, size().1, filt())
-            }
-            op => {
-                let mut im = src.clone();
-                match op {
-                    "brightness" => adjust_brightness(&mut im, f("factor") as f32),
-                    "contrast" => adjust_contrast(&mut im, f("factor") as f32),
-                    "saturation" => adjust_saturation(&mut im, f("factor") as f32),
-                    "hue" => adjust_hue(&mut im, f("factor") as f32),
-                    "gray" => to_grayscale(&mut im),
-                    _ => unreachable!(),
-                }
-                im
+    use super::resize::{resize, resize_box, resize_crop, Filter};
+    let img = busy_image();
+    let cases = [
+        ("resize 23x19", Filter::Bilinear, "560d94e4a4dc4a96"),
+        ("resize 90x70", Filter::Bilinear, "7dc40db31018bc8e"),
+        ("resize 70x12", Filter::Bilinear, "8705785ff4c3e486"),
+        ("resize 50x20", Filter::Bilinear, "590776230b78f373"),
+        ("resize 40x40", Filter::Bilinear, "1a79153cdb9e1cd3"),
+        ("crop", Filter::Bilinear, "c9194e0723d8777c"),
+        ("box", Filter::Bilinear, "1abd83a3d199b28b"),
+        ("resize 23x19", Filter::Bicubic, "f63e709b80f49ec4"),
+        ("resize 90x70", Filter::Bicubic, "332eaa16ce0963bb"),
+        ("resize 70x12", Filter::Bicubic, "607614005962a4db"),
+        ("resize 50x20", Filter::Bicubic, "835baa70b17d57be"),
+        ("resize 40x40", Filter::Bicubic, "007c9b841825961d"),
+        ("crop", Filter::Bicubic, "88e656707292c031"),
+        ("box", Filter::Bicubic, "9a310be4300bec23"),
+    ];
+    for (op, filter, want) in cases {
+        let out = match op {
+            "crop" => resize_crop(&img, [5, 3, 30, 40], 25, 25, filter),
+            "box" => resize_box(&img, [2.5, 1.25, 50.75, 40.0], 31, 17, filter),
+            _ => {
+                let (w, h) = op[7..].split_once('x').unwrap();
+                resize(&img, w.parse().unwrap(), h.parse().unwrap(), filter)
             }
         };
-        let (max, mean) = diff(&got, &want);
-        worst = worst.max(max);
-        eprintln!(
-            "{:<40} max {max} mean {mean:.5}",
-            c["out"].as_str().unwrap()
-        );
+        assert_eq!(short_sha(&out), want, "{op} {filter:?}");
     }
-    assert_eq!(worst, 0);
+    let jitter: [(&str, fn(&mut RgbImage), &str); 6] = [
+        (
+            "brightness",
+            |i| adjust_brightness(i, 1.27),
+            "d047b99a1d1cb251",
+        ),
+        ("contrast", |i| adjust_contrast(i, 0.73), "17d84517fe4bd4ea"),
+        (
+            "saturation",
+            |i| adjust_saturation(i, 1.19),
+            "38a491c8c2c6f9fa",
+        ),
+        ("hue+", |i| adjust_hue(i, 0.21), "34ea7766340ecb9f"),
+        ("hue-", |i| adjust_hue(i, -0.27), "e74843456b0a171d"),
+        ("gray", to_grayscale, "324e75f485804c07"),
+    ];
+    for (op, f, want) in jitter {
+        let mut out = img.clone();
+        f(&mut out);
+        assert_eq!(short_sha(&out), want, "{op}");
+    }
 }
 
 #[test]
-fn scratch_dump_decoded() {
-    if !Path::new("/tmp/imgref").exists() {
-        return;
-    }
-    for f in ["rgb.jpg", "upper.JPG", "cmyk.jpg"] {
-        let img = load_rgb(&fixtures().join("images").join(f)).unwrap();
-        img.save(format!("/tmp/imgref/dec_{f}.png")).unwrap();
+fn scratch_timing() {
+    for f in ["/tmp/imgref/bench_500.jpg", "/tmp/imgref/bench_2000.jpg"] {
+        let p = Path::new(f);
+        if !p.exists() {
+            return;
+        }
+        let n = 20;
+        let t = std::time::Instant::now();
+        let mut img = RgbImage::new(1, 1);
+        for _ in 0..n {
+            img = load_rgb(p).unwrap();
+        }
+        let dec = t.elapsed() / n;
+        let mut times = vec![];
+        for (pre, view) in [
+            (Preprocess::clip(224), 0u16),
+            (Preprocess::vl2v(224), 0),
+            (Preprocess::clip(224), 1),
+            (Preprocess::vl2v(224), 1),
+        ] {
+            let v = ViewParams::sample(0, "x", view, img.width(), img.height());
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(pre.render(&img, &v));
+            }
+            let r = t.elapsed() / n;
+            let out = pre.render(&img, &v);
+            let mut buf = vec![0f32; 3 * 224 * 224];
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                pre.normalize_into(&out, &mut buf);
+            }
+            times.push((r, t.elapsed() / n));
+        }
+        eprintln!(
+            "{f}: decode {dec:?} clip {:?} vl2v {:?} clip-aug {:?} vl2v-aug {:?}",
+            times[0], times[1], times[2], times[3]
+        );
     }
 }
