@@ -52,7 +52,7 @@ fn from_rgba_iter(w: u32, h: u32, px: impl Iterator<Item = [u8; 4]>) -> RgbImage
 }
 
 fn from_rgb_iter(w: u32, h: u32, px: impl Iterator<Item = [u8; 3]>) -> RgbImage {
-    let out: Vec<u8> = px.flat_map(|p| p).collect();
+    let out: Vec<u8> = px.flatten().collect();
     RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
 }
 

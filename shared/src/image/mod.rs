@@ -5,6 +5,7 @@
 pub mod augment;
 mod convert;
 pub mod decode;
+mod hsv;
 pub mod preprocess;
 pub mod resize;
 

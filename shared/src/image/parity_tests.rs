@@ -222,7 +222,8 @@ fn pillow_operations_are_bit_exact() {
         };
         assert_eq!(short_sha(&out), want, "{op} {filter:?}");
     }
-    let jitter: [(&str, fn(&mut RgbImage), &str); 6] = [
+    type Op = fn(&mut RgbImage);
+    let jitter: [(&str, Op, &str); 6] = [
         (
             "brightness",
             |i| adjust_brightness(i, 1.27),
@@ -242,47 +243,5 @@ fn pillow_operations_are_bit_exact() {
         let mut out = img.clone();
         f(&mut out);
         assert_eq!(short_sha(&out), want, "{op}");
-    }
-}
-
-#[test]
-fn scratch_timing() {
-    for f in ["/tmp/imgref/bench_500.jpg", "/tmp/imgref/bench_2000.jpg"] {
-        let p = Path::new(f);
-        if !p.exists() {
-            return;
-        }
-        let n = 20;
-        let t = std::time::Instant::now();
-        let mut img = RgbImage::new(1, 1);
-        for _ in 0..n {
-            img = load_rgb(p).unwrap();
-        }
-        let dec = t.elapsed() / n;
-        let mut times = vec![];
-        for (pre, view) in [
-            (Preprocess::clip(224), 0u16),
-            (Preprocess::vl2v(224), 0),
-            (Preprocess::clip(224), 1),
-            (Preprocess::vl2v(224), 1),
-        ] {
-            let v = ViewParams::sample(0, "x", view, img.width(), img.height());
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(pre.render(&img, &v));
-            }
-            let r = t.elapsed() / n;
-            let out = pre.render(&img, &v);
-            let mut buf = vec![0f32; 3 * 224 * 224];
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                pre.normalize_into(&out, &mut buf);
-            }
-            times.push((r, t.elapsed() / n));
-        }
-        eprintln!(
-            "{f}: decode {dec:?} clip {:?} vl2v {:?} clip-aug {:?} vl2v-aug {:?}",
-            times[0], times[1], times[2], times[3]
-        );
     }
 }

@@ -19,9 +19,10 @@ use super::augment::apply_pixel_ops;
 use super::resize::{resize_crop, resize_region, Filter};
 use crate::views::ViewParams;
 
-/// OpenAI CLIP normalisation (`OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`).
+/// OpenAI CLIP normalisation (`OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`: 0.48145466, 0.4578275, 0.40821073 /
+/// 0.26862954, 0.26130258, 0.27577711, as `f32`).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// ImageNet normalisation (torchvision / DomainBed).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];

@@ -2,13 +2,13 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::clip::{ClipConfig, ClipModel};
 use tokenizers::Tokenizer;
 
-use super::{load_clip_config, ModelError, ModelFiles};
+use super::clip::{load_clip_config, Clip, ClipConfig};
+use super::{ModelError, ModelFiles};
 
 pub struct ClipTeacher {
-    model: ClipModel,
+    model: Clip,
     config: ClipConfig,
     tokenizer: Tokenizer,
     end_of_text: u32,
@@ -47,12 +47,12 @@ impl ClipTeacher {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, device) }
                 .map_err(weights_err)?;
-        let model = ClipModel::new(vb.clone(), &config).map_err(weights_err)?;
-        let logit_scale = match vb.get((), "logit_scale") {
-            Ok(t) => t.to_scalar::<f32>().map_err(weights_err)?,
-            Err(_) => config.logit_scale_init_value,
-        }
-        .exp();
+        let model = Clip::load(vb, &config, true).map_err(weights_err)?;
+        let logit_scale = model
+            .logit_scale()
+            .to_scalar::<f32>()
+            .map_err(weights_err)?
+            .exp();
         Ok(Self {
             model,
             config,
@@ -64,11 +64,11 @@ impl ClipTeacher {
     }
 
     pub fn image_size(&self) -> usize {
-        self.config.image_size
+        self.config.vision.image_size
     }
 
     pub fn embedding_dim(&self) -> usize {
-        self.config.vision_config.projection_dim
+        self.config.projection_dim
     }
 
     /// exp(logit_scale): 100 for OpenAI CLIP.
@@ -77,16 +77,11 @@ impl ClipTeacher {
     }
 
     pub fn architecture(&self) -> String {
-        let v = &self.config.vision_config;
+        let (v, t) = (&self.config.vision, &self.config.text);
         format!(
-            "clip vision {}x{} layers patch {} image {}; text {}x{} layers; projection {}",
-            v.embed_dim,
-            v.num_hidden_layers,
-            v.patch_size,
-            v.image_size,
-            self.config.text_config.embed_dim,
-            self.config.text_config.num_hidden_layers,
-            v.projection_dim
+            "CLIP vision width {} × {} layers, patch {}, image {}; text width {} × {} layers; projection {}",
+            v.encoder.hidden, v.encoder.layers, v.patch_size, v.image_size, t.encoder.hidden, t.encoder.layers,
+            self.config.projection_dim
         )
     }
 
@@ -94,7 +89,7 @@ impl ClipTeacher {
     pub fn embed_images(&self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>, ModelError> {
         let size = self.image_size();
         let x = Tensor::from_slice(pixels, (n, 3, size, size), &self.device).map_err(candle_err)?;
-        let features = self.model.get_image_features(&x).map_err(candle_err)?;
+        let features = self.model.image_features(&x, false).map_err(candle_err)?;
         normalised_rows(&features)
     }
 
@@ -105,7 +100,7 @@ impl ClipTeacher {
             .encode(prompt, true)
             .map_err(|e| ModelError::Compute(format!("cannot tokenize '{prompt}': {e}")))?;
         let ids = encoding.get_ids().to_vec();
-        let max = self.config.text_config.max_position_embeddings;
+        let max = self.config.text.max_positions;
         if ids.len() > max {
             return Err(ModelError::PromptTooLong {
                 prompt: prompt.to_string(),
@@ -117,7 +112,7 @@ impl ClipTeacher {
     }
 
     /// Embeds prompts in batches padded with end-of-text to the longest prompt of the batch: pooling takes
-    /// the first end-of-text (argmax id) and the causal mask hides the padding, so this is exact.
+    /// the end-of-text token and the causal mask hides the padding, so this is exact.
     pub fn embed_texts(
         &self,
         prompts: &[String],
@@ -129,19 +124,10 @@ impl ClipTeacher {
                 .iter()
                 .map(|p| self.tokenize(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let len = ids.iter().map(Vec::len).max().unwrap_or(0);
-            let padded: Vec<u32> = ids
-                .iter()
-                .flat_map(|row| {
-                    row.iter()
-                        .copied()
-                        .chain(std::iter::repeat(self.end_of_text))
-                        .take(len)
-                })
-                .collect();
-            let x =
-                Tensor::from_vec(padded, (chunk.len(), len), &self.device).map_err(candle_err)?;
-            let features = self.model.get_text_features(&x).map_err(candle_err)?;
+            let features = self
+                .model
+                .text_features(&ids, self.end_of_text, false)
+                .map_err(candle_err)?;
             out.extend(normalised_rows(&features)?);
         }
         Ok(out)

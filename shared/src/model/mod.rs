@@ -1,11 +1,11 @@
 //! Model loading: resolving files (hub or local), configs, devices and the encoders built from them.
 
-mod clip_config;
+pub mod clip;
 mod clip_teacher;
 mod device;
 mod files;
+pub mod ops;
 
-pub use clip_config::load_clip_config;
 pub use clip_teacher::ClipTeacher;
 pub use device::device;
 pub use files::{

@@ -1,16 +1,12 @@
-//! Builds candle's CLIP configuration from a Hugging Face `config.json`, so every OpenAI CLIP size loads
-//! (candle itself only ships a ViT-B/32 preset and cannot deserialise the file).
+//! CLIP's configuration from a Hugging Face `config.json`, so every OpenAI CLIP size loads (candle ships
+//! only a ViT-B/32 preset and cannot deserialise the file).
 
 use std::path::Path;
 
-use candle_transformers::models::clip::{
-    text_model::{Activation, ClipTextConfig},
-    vision_model::ClipVisionConfig,
-    ClipConfig,
-};
 use serde::Deserialize;
 
-use super::ModelError;
+use super::encoder::EncoderConfig;
+use crate::model::ModelError;
 
 /// Fields of transformers' `CLIPTextConfig`, with transformers' defaults.
 #[derive(Debug, Deserialize)]
@@ -24,6 +20,7 @@ struct HfTextConfig {
     max_position_embeddings: usize,
     hidden_act: String,
     layer_norm_eps: f64,
+    eos_token_id: u32,
 }
 
 impl Default for HfTextConfig {
@@ -37,6 +34,7 @@ impl Default for HfTextConfig {
             max_position_embeddings: 77,
             hidden_act: "quick_gelu".into(),
             layer_norm_eps: 1e-5,
+            eos_token_id: 2,
         }
     }
 }
@@ -94,7 +92,58 @@ fn default_logit_scale() -> f32 {
     2.6592
 }
 
-/// Reads `config.json` into candle's `ClipConfig`.
+/// Where the text tower pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// transformers' legacy rule for configs with `eos_token_id == 2` (OpenAI's): the highest token id,
+    /// which is end-of-text in CLIP's vocabulary.
+    ArgmaxId,
+    /// The first occurrence of this end-of-text id.
+    FirstId(u32),
+}
+
+impl Pooling {
+    pub fn position(&self, ids: &[u32]) -> usize {
+        match *self {
+            // First maximum, as torch's and candle's argmax on CPU.
+            Pooling::ArgmaxId => {
+                ids.iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &v)| if v > ids[best] { i } else { best })
+            }
+            Pooling::FirstId(eos) => ids
+                .iter()
+                .position(|&v| v == eos)
+                .unwrap_or(ids.len().saturating_sub(1)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextConfig {
+    pub encoder: EncoderConfig,
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    pub pooling: Pooling,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisionConfig {
+    pub encoder: EncoderConfig,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub channels: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipConfig {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub projection_dim: usize,
+    pub logit_scale_init: f32,
+}
+
+/// Reads a Hugging Face CLIP `config.json`.
 pub fn load_clip_config(path: &Path) -> Result<ClipConfig, ModelError> {
     let err = |reason: String| ModelError::Config {
         path: path.to_path_buf(),
@@ -106,62 +155,70 @@ pub fn load_clip_config(path: &Path) -> Result<ClipConfig, ModelError> {
     if let Some(kind) = hf.model_type.as_deref().filter(|k| *k != "clip") {
         return Err(err(format!("model_type is '{kind}', expected 'clip'")));
     }
-    let activation = |act: &str, tower: &str| match act {
-        "quick_gelu" => Ok(Activation::QuickGelu),
-        other => Err(err(format!(
-            "{tower} activation '{other}' is not supported (only quick_gelu, as in OpenAI CLIP)"
-        ))),
-    };
-    for (tower, eps) in [
-        ("text", hf.text_config.layer_norm_eps),
-        ("vision", hf.vision_config.layer_norm_eps),
+    for (tower, act) in [
+        ("text", &hf.text_config.hidden_act),
+        ("vision", &hf.vision_config.hidden_act),
     ] {
-        if (eps - 1e-5).abs() > 1e-12 {
+        if act != "quick_gelu" {
             return Err(err(format!(
-                "{tower} layer_norm_eps {eps} is not supported (only 1e-5, as in OpenAI CLIP)"
+                "{tower} activation '{act}' is not supported (only quick_gelu, as in OpenAI CLIP)"
             )));
         }
     }
     let t = &hf.text_config;
     let v = &hf.vision_config;
-    if t.hidden_size % t.num_attention_heads != 0 || v.hidden_size % v.num_attention_heads != 0 {
+    if t.num_attention_heads == 0
+        || v.num_attention_heads == 0
+        || !t.hidden_size.is_multiple_of(t.num_attention_heads)
+        || !v.hidden_size.is_multiple_of(v.num_attention_heads)
+    {
         return Err(err(
             "hidden_size is not a multiple of num_attention_heads".into()
         ));
     }
-    if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+    if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
         return Err(err(format!(
             "image_size {} is not a multiple of patch_size {}",
             v.image_size, v.patch_size
         )));
     }
-    let text_config = ClipTextConfig {
-        vocab_size: t.vocab_size,
-        embed_dim: t.hidden_size,
-        activation: activation(&t.hidden_act, "text")?,
-        intermediate_size: t.intermediate_size,
-        max_position_embeddings: t.max_position_embeddings,
-        pad_with: None,
-        num_hidden_layers: t.num_hidden_layers,
-        num_attention_heads: t.num_attention_heads,
-        projection_dim: hf.projection_dim,
-    };
-    let vision_config = ClipVisionConfig {
-        embed_dim: v.hidden_size,
-        activation: activation(&v.hidden_act, "vision")?,
-        intermediate_size: v.intermediate_size,
-        num_hidden_layers: v.num_hidden_layers,
-        num_attention_heads: v.num_attention_heads,
-        projection_dim: hf.projection_dim,
-        num_channels: v.num_channels,
-        image_size: v.image_size,
-        patch_size: v.patch_size,
+    let encoder = |hidden, intermediate, layers, heads, eps: f64| EncoderConfig {
+        hidden,
+        intermediate,
+        layers,
+        heads,
+        eps: eps as f32,
     };
     Ok(ClipConfig {
-        text_config,
-        vision_config,
-        logit_scale_init_value: hf.logit_scale_init_value,
-        image_size: v.image_size,
+        text: TextConfig {
+            encoder: encoder(
+                t.hidden_size,
+                t.intermediate_size,
+                t.num_hidden_layers,
+                t.num_attention_heads,
+                t.layer_norm_eps,
+            ),
+            vocab_size: t.vocab_size,
+            max_positions: t.max_position_embeddings,
+            pooling: match t.eos_token_id {
+                2 => Pooling::ArgmaxId,
+                id => Pooling::FirstId(id),
+            },
+        },
+        vision: VisionConfig {
+            encoder: encoder(
+                v.hidden_size,
+                v.intermediate_size,
+                v.num_hidden_layers,
+                v.num_attention_heads,
+                v.layer_norm_eps,
+            ),
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            channels: v.num_channels,
+        },
+        projection_dim: hf.projection_dim,
+        logit_scale_init: hf.logit_scale_init_value,
     })
 }
 
@@ -185,12 +242,13 @@ mod tests {
                                  "num_hidden_layers":24,"patch_size":14,"image_size":336}}"#,
         )
         .unwrap();
-        assert_eq!(c.image_size, 336);
-        assert_eq!(c.vision_config.patch_size, 14);
-        assert_eq!(c.vision_config.embed_dim, 1024);
-        assert_eq!(c.vision_config.projection_dim, 768);
-        assert_eq!(c.text_config.projection_dim, 768);
-        assert_eq!(c.text_config.vocab_size, 49408);
+        assert_eq!(c.vision.image_size, 336);
+        assert_eq!(c.vision.patch_size, 14);
+        assert_eq!(c.vision.encoder.hidden, 1024);
+        assert_eq!(c.vision.encoder.layers, 24);
+        assert_eq!(c.projection_dim, 768);
+        assert_eq!(c.text.vocab_size, 49408);
+        assert_eq!(c.text.pooling, Pooling::ArgmaxId);
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! Building blocks with two paths: fused kernels for inference (fast, but candle gives them no backward
+//! pass) and compositions of differentiable ops for training. `train` picks the path; see upstream
+//! candle issues #2168, #2977, #3011 for the silent loss of gradients through the fused ones.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor, D};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+/// `x @ w.T + b` with any leading dimensions flattened into one matrix product (one large GEMM is much
+/// faster on CPU than candle's batched product against a broadcast weight).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub fn load(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((d_out, d_in), "weight")?;
+        let bias = if bias {
+            Some(vb.get(d_out, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let d_in = *dims.last().expect("at least one dimension");
+        let rows = x.elem_count() / d_in.max(1);
+        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        *out.last_mut().expect("at least one dimension") = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f32) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
+        }
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train {
+        let max = x.max_keepdim(D::Minus1)?;
+        let e = x.broadcast_sub(&max)?.exp()?;
+        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// OpenAI CLIP's activation, x·σ(1.702x).
+pub fn quick_gelu(x: &Tensor, train: bool) -> Result<Tensor> {
+    if !train && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        x.contiguous()?.apply_op1_no_bwd(&QuickGeluCpu)
+    } else {
+        x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+    }
+}
+
+/// One pass over memory instead of three.
+struct QuickGeluCpu;
+
+impl CustomOp1 for QuickGeluCpu {
+    fn name(&self) -> &'static str {
+        "quick-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("quick-gelu: f32 only");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("quick-gelu: contiguous input only");
+        };
+        let src = &data[start..end];
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(1 << 14)
+            .zip(src.par_chunks(1 << 14))
+            .for_each(|(o, s)| {
+                for (o, &v) in o.iter_mut().zip(s) {
+                    *o = v / (1.0 + (-1.702 * v).exp());
+                }
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_and_differentiable_paths_agree() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (3, 5, 16), &dev).unwrap();
+        assert!(max_diff(&softmax(&x, true).unwrap(), &softmax(&x, false).unwrap()) < 1e-6);
+        assert!(
+            max_diff(
+                &quick_gelu(&x, true).unwrap(),
+                &quick_gelu(&x, false).unwrap()
+            ) < 1e-5
+        );
+        let vb = candle_nn::VarBuilder::from_tensors(
+            [
+                (
+                    "weight".to_string(),
+                    Tensor::randn(1f32, 0.1, 16, &dev).unwrap(),
+                ),
+                (
+                    "bias".to_string(),
+                    Tensor::randn(0f32, 0.1, 16, &dev).unwrap(),
+                ),
+            ]
+            .into(),
+            candle_core::DType::F32,
+            &dev,
+        );
+        let ln = LayerNorm::load(vb, 16, 1e-5).unwrap();
+        assert!(
+            max_diff(
+                &ln.forward(&x, true).unwrap(),
+                &ln.forward(&x, false).unwrap()
+            ) < 1e-5
+        );
+    }
+
+    #[test]
+    fn linear_flattens_leading_dimensions() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (4, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 3), &dev).unwrap();
+        let y = Linear::new(w.clone(), Some(b.clone())).forward(&x).unwrap();
+        assert_eq!(y.dims(), [2, 5, 4]);
+        let expected = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        assert!(max_diff(&y, &expected) < 1e-5);
+    }
+}
