@@ -5,6 +5,7 @@ mod clip_teacher;
 mod device;
 mod files;
 pub mod ops;
+mod trainable;
 
 pub use clip_teacher::ClipTeacher;
 pub use device::device;
@@ -12,3 +13,4 @@ pub use files::{
     hub_cache, resolve, sha256_file, ModelError, ModelFiles, CONFIG_FILE, TOKENIZER_FILE,
     WEIGHTS_FILE,
 };
+pub use trainable::{load_into_varmap, TRAIN_DTYPE};

@@ -84,3 +84,98 @@ impl Clip {
         &self.logit_scale
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+
+    use super::*;
+    use crate::model::load_into_varmap;
+
+    fn tiny() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_clip")
+    }
+
+    /// The training path must pass a gradient to every parameter (candle's fused kernels silently pass
+    /// none), and compute the same function as the inference path.
+    #[test]
+    fn every_parameter_gets_a_gradient_and_paths_agree() {
+        let dev = Device::Cpu;
+        let config = load_clip_config(&tiny().join("config.json")).unwrap();
+        let varmap = VarMap::new();
+        let model = Clip::load(
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+            &config,
+            false,
+        )
+        .unwrap();
+        load_into_varmap(&varmap, &tiny().join("model.safetensors")).unwrap();
+        let frozen = {
+            let vb = unsafe {
+                VarBuilder::from_mmaped_safetensors(
+                    &[tiny().join("model.safetensors")],
+                    DType::F32,
+                    &dev,
+                )
+                .unwrap()
+            };
+            Clip::load(vb, &config, true).unwrap()
+        };
+
+        let pixels = Tensor::randn(0f32, 1.0, (2, 3, 224, 224), &dev).unwrap();
+        let ids = vec![
+            vec![49406, 320, 1125, 539, 320, 2368, 49407],
+            vec![49406, 2368, 49407],
+        ];
+        let img = model.image_features(&pixels, true).unwrap();
+        let txt = model.text_features(&ids, 49407, true).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(&img, &frozen.image_features(&pixels, false).unwrap()) < 1e-3);
+        assert!(diff(&txt, &frozen.text_features(&ids, 49407, false).unwrap()) < 1e-3);
+
+        let logits = img
+            .matmul(&txt.t().unwrap())
+            .unwrap()
+            .broadcast_mul(&model.logit_scale().exp().unwrap())
+            .unwrap();
+        let weights = Tensor::randn(0f32, 1.0, logits.dims(), &dev).unwrap();
+        let loss = (logits * weights).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let vars = varmap.data().lock().unwrap();
+        let mut missing = Vec::new();
+        for (name, var) in vars.iter() {
+            let nonzero = grads
+                .get(var.as_tensor())
+                .map(|g| {
+                    g.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        > 0.0
+                })
+                .unwrap_or(false);
+            if !nonzero {
+                missing.push(name.clone());
+            }
+        }
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "{} of {} parameters get no gradient: {missing:?}",
+            missing.len(),
+            vars.len()
+        );
+    }
+}
