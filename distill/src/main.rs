@@ -1,1 +1,45 @@
-fn main() {}
+//! `distill`: everything after the teacher has run once — analysis, training and evaluation of students
+//! from the Parquet caches written by `embed`.
+
+#[global_allocator]
+static GLOBAL: vl2v::alloc::Allocator = vl2v::alloc::ALLOCATOR;
+
+mod analyze;
+mod splits_cmd;
+mod teacher_cache;
+mod zeroshot;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Align, distil and evaluate students from cached CLIP embeddings (VL2V-ADiP), leave-one-domain-out.
+#[derive(Debug, Parser)]
+#[command(name = "distill", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write DomainBed's in/out split of every image (path, domain, split) as CSV.
+    Splits(splits_cmd::Args),
+    /// The paper's CLIP-embedding robustness table (E1–E6) from a teacher cache alone, as markdown.
+    Analyze(analyze::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Splits(args) => splits_cmd::run(args),
+        Command::Analyze(args) => analyze::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -255,9 +255,21 @@ mod tests {
             a,
             ViewParams::sample(0, "photo/dog/pic_001.jpg", 4, 227, 227)
         );
-        // Pinned values: a change here silently invalidates every cache, so it must be deliberate.
-        assert_eq!(stream_seed(0, "", 0), stream_seed(0, "", 0));
         assert_ne!(stream_seed(0, "a", 1), stream_seed(0, "a", 256));
+        // Pinned: a change here silently changes every cached view, so it must be deliberate.
+        assert_eq!(
+            stream_seed(0, "photo/dog/pic_001.jpg", 3),
+            5304065763721142062
+        );
+        assert_eq!(a.crop_rect(227, 227), [1, 11, 225, 183]);
+        assert!(a.flip && !a.grayscale);
+        use JitterOp::*;
+        assert_eq!(a.jitter_order, [Brightness, Hue, Contrast, Saturation]);
+        let factors = [a.brightness, a.contrast, a.saturation, a.hue];
+        let pinned = [0.748_034_4, 0.924_352_5, 1.040_780_5, 0.031_731_766];
+        for (got, want) in factors.iter().zip(pinned) {
+            assert!((got - want).abs() < 1e-6, "{factors:?}");
+        }
     }
 
     #[test]

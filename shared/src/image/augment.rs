@@ -20,17 +20,11 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
 }
 
-/// `ImagingBlend` for one sample: `in1 + alpha * (in2 - in1)`, truncated and clipped.
+/// `ImagingBlend` for one sample: `in1 + alpha * (in2 - in1)` in `f32`, clipped to 0..=255 and truncated
+/// (Rust's saturating `as u8` is exactly that).
 #[inline(always)]
 fn blend(in1: u8, in2: u8, alpha: f32) -> u8 {
-    let v = f32::from(in1) + alpha * (f32::from(in2) - f32::from(in1));
-    if v <= 0.0 {
-        0
-    } else if v >= 255.0 {
-        255
-    } else {
-        v as u8
-    }
+    (f32::from(in1) + alpha * (f32::from(in2) - f32::from(in1))) as u8
 }
 
 /// Mirrors the image left to right.

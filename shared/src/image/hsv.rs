@@ -33,7 +33,8 @@ pub(crate) fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
     [uh, us, maxc]
 }
 
-/// Pillow's `hsv2rgb`.
+/// Pillow's `hsv2rgb` (the reference for [`HueTables::hsv_to_rgb`]).
+#[cfg(test)]
 pub(crate) fn hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
     if s == 0 {
         return [v, v, v];
@@ -44,7 +45,8 @@ pub(crate) fn hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
     let p = round_non_negative(vf * (1.0 - f64::from(fs)));
     let q = round_non_negative(vf * (1.0 - f64::from(fs * f)));
     let t = round_non_negative(vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
-    arrange(sector, v, p, q, t)
+    let vals = [v, p, q, t];
+    ARRANGE[usize::from(sector)].map(|i| vals[i])
 }
 
 /// `i % 6` and `f` of `hsv2rgb` for hue `h`.
@@ -58,24 +60,12 @@ fn saturation_fraction(s: u8) -> f32 {
     (f64::from(s) / 255.0) as f32
 }
 
-#[inline(always)]
-fn arrange(sector: u8, v: u8, p: u8, q: u8, t: u8) -> [u8; 3] {
-    match sector {
-        0 => [v, t, p],
-        1 => [q, v, p],
-        2 => [p, v, t],
-        3 => [p, q, v],
-        4 => [t, p, v],
-        _ => [v, p, q],
-    }
-}
-
 /// C's `round` (half away from zero) for `0 <= x <= 255`, clipped to 8 bits, without a libm call.
 #[inline(always)]
 fn round_non_negative(x: f64) -> u8 {
     let t = x as i32;
-    let r = if x - f64::from(t) >= 0.5 { t + 1 } else { t };
-    clip8(r)
+    // Branch-free: the comparison is a coin flip per pixel.
+    clip8(t + i32::from(x - f64::from(t) >= 0.5))
 }
 
 #[inline(always)]
@@ -83,20 +73,17 @@ fn clip8(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
-/// Look-up tables for the two conversions (about 1.5 MB, built once on first use).
+/// Look-up tables for the two conversions (about 450 KB, built once on first use).
 pub(crate) struct HueTables {
     /// Hue byte by `[case][d][max - min]`, `case` = which channel is the maximum and which the minimum
-    /// (Pillow's branch order), `d` = max minus the third channel.
+    /// (Pillow's branch order), `d` = max minus the middle channel.
     hue: Vec<u8>,
     /// Saturation byte by `[max][max - min]`.
     sat: Vec<u8>,
-    /// `hsv2rgb`'s sector by hue.
+    /// `hsv2rgb`'s sector and fraction `f` by hue, and `fs` by saturation.
     sector: [u8; 256],
-    /// `round(v * (1 - fs))` by `[s][v]`.
-    p: Vec<u8>,
-    /// `1 - fs * f` and `1 - fs * (1 - f)` (as `f64`, exactly as in C) by `[s][h]`.
-    qf: Vec<f64>,
-    tf: Vec<f64>,
+    frac: [f32; 256],
+    fs: [f32; 256],
 }
 
 /// The shared tables.
@@ -104,6 +91,16 @@ pub(crate) fn tables() -> &'static HueTables {
     static TABLES: OnceLock<HueTables> = OnceLock::new();
     TABLES.get_or_init(HueTables::build)
 }
+
+/// Output channel order per sector, as indices into `[v, p, q, t]`.
+const ARRANGE: [[usize; 3]; 6] = [
+    [0, 3, 1],
+    [2, 0, 1],
+    [1, 0, 3],
+    [1, 2, 0],
+    [3, 1, 0],
+    [0, 1, 2],
+];
 
 impl HueTables {
     fn build() -> Self {
@@ -133,27 +130,12 @@ impl HueTables {
                     rgb_to_hsv(max, max - cr, max - cr)[1];
             }
         }
-        let sector = std::array::from_fn(|h| sector_and_fraction(h as u8).0);
-        let mut p = vec![0u8; 1 << 16];
-        let mut qf = vec![0f64; 1 << 16];
-        let mut tf = vec![0f64; 1 << 16];
-        for s in 0..=255u8 {
-            let fs = saturation_fraction(s);
-            for x in 0..=255u8 {
-                let i = usize::from(s) << 8 | usize::from(x);
-                p[i] = round_non_negative(f64::from(x) * (1.0 - f64::from(fs)));
-                let f = sector_and_fraction(x).1;
-                qf[i] = 1.0 - f64::from(fs * f);
-                tf[i] = 1.0 - f64::from(fs) * (1.0 - f64::from(f));
-            }
-        }
         HueTables {
             hue,
             sat,
-            sector,
-            p,
-            qf,
-            tf,
+            sector: std::array::from_fn(|h| sector_and_fraction(h as u8).0),
+            frac: std::array::from_fn(|h| sector_and_fraction(h as u8).1),
+            fs: std::array::from_fn(|s| saturation_fraction(s as u8)),
         }
     }
 
@@ -165,25 +147,22 @@ impl HueTables {
         if max == min {
             return [0, 0, max];
         }
-        let (case, d) = if r == max {
-            if b == min {
-                (0, max - g)
-            } else {
-                (1, max - b)
-            }
+        // Pillow's branches: r is max (b min / not), else g is max (r min / not), else (r min / not).
+        let case = if r == max {
+            usize::from(b != min)
         } else if g == max {
-            if r == min {
-                (2, max - b)
-            } else {
-                (3, max - r)
-            }
-        } else if g == min {
-            (5, max - r)
+            2 + usize::from(r != min)
         } else {
-            (4, max - g)
+            4 + usize::from(r != min)
         };
+        let (sum, max16, min16) = (
+            u16::from(r) + u16::from(g) + u16::from(b),
+            u16::from(max),
+            u16::from(min),
+        );
+        let d = usize::from(max16 - (sum - max16 - min16));
         let cr = usize::from(max - min);
-        let h = self.hue[case << 16 | usize::from(d) << 8 | cr];
+        let h = self.hue[case << 16 | d << 8 | cr];
         [h, self.sat[usize::from(max) << 8 | cr], max]
     }
 
@@ -193,12 +172,13 @@ impl HueTables {
         if s == 0 {
             return [v, v, v];
         }
-        let sh = usize::from(s) << 8 | usize::from(h);
+        let (fs, f) = (self.fs[usize::from(s)], self.frac[usize::from(h)]);
         let vf = f64::from(v);
-        let p = self.p[usize::from(s) << 8 | usize::from(v)];
-        let q = round_non_negative(vf * self.qf[sh]);
-        let t = round_non_negative(vf * self.tf[sh]);
-        arrange(self.sector[usize::from(h)], v, p, q, t)
+        let p = round_non_negative(vf * (1.0 - f64::from(fs)));
+        let q = round_non_negative(vf * (1.0 - f64::from(fs * f)));
+        let t = round_non_negative(vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
+        let vals = [v, p, q, t];
+        ARRANGE[usize::from(self.sector[usize::from(h)])].map(|i| vals[i])
     }
 }
 

@@ -2,9 +2,10 @@
 //! pass) and compositions of differentiable ops for training. `train` picks the path; see upstream
 //! candle issues #2168, #2977, #3011 for the silent loss of gradients through the fused ones.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
+
+use super::cpu_kernels;
 
 /// `x @ w.T + b` with any leading dimensions flattened into one matrix product (one large GEMM is much
 /// faster on CPU than candle's batched product against a broadcast weight).
@@ -38,19 +39,42 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Linear {
+    /// With `train` false the CPU path fuses the bias (and `quick_gelu`) into the GEMM; it passes no
+    /// gradient, so training must say `train`.
+    pub fn forward_t(&self, x: &Tensor, train: bool, quick_gelu: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let d_in = *dims.last().expect("at least one dimension");
         let rows = x.elem_count() / d_in.max(1);
-        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
+        let x2 = x.reshape((rows, d_in))?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+            Some(b) if !train && cpu_f32(x) => {
+                let op = cpu_kernels::LinearBias { quick_gelu };
+                x2.contiguous()?.apply_op3_no_bwd(&self.weight, b, &op)?
+            }
+            bias => {
+                let y = x2.matmul(&self.weight.t()?)?;
+                let y = match bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                };
+                if quick_gelu {
+                    self::quick_gelu(&y, train)?
+                } else {
+                    y
+                }
+            }
         };
         let mut out = dims;
         *out.last_mut().expect("at least one dimension") = self.weight.dim(0)?;
         y.reshape(out)
+    }
+}
+
+/// The differentiable path: safe wherever gradients may be needed.
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, true, false)
     }
 }
 
@@ -85,6 +109,8 @@ pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
         let max = x.max_keepdim(D::Minus1)?;
         let e = x.broadcast_sub(&max)?.exp()?;
         e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    } else if cpu_f32(x) {
+        x.contiguous()?.apply_op1_no_bwd(&cpu_kernels::Softmax)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
@@ -92,39 +118,15 @@ pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
 
 /// OpenAI CLIP's activation, x·σ(1.702x).
 pub fn quick_gelu(x: &Tensor, train: bool) -> Result<Tensor> {
-    if !train && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op1_no_bwd(&QuickGeluCpu)
+    if !train && cpu_f32(x) {
+        x.contiguous()?.apply_op1_no_bwd(&cpu_kernels::QuickGelu)
     } else {
         x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
     }
 }
 
-/// One pass over memory instead of three.
-struct QuickGeluCpu;
-
-impl CustomOp1 for QuickGeluCpu {
-    fn name(&self) -> &'static str {
-        "quick-gelu"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("quick-gelu: f32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("quick-gelu: contiguous input only");
-        };
-        let src = &data[start..end];
-        let mut out = vec![0f32; src.len()];
-        out.par_chunks_mut(1 << 14)
-            .zip(src.par_chunks(1 << 14))
-            .for_each(|(o, s)| {
-                for (o, &v) in o.iter_mut().zip(s) {
-                    *o = v / (1.0 + (-1.702 * v).exp());
-                }
-            });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
+fn cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! CLIP's pre-LayerNorm transformer encoder (Hugging Face weight names), shared by both towers.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::ops::{quick_gelu, softmax, LayerNorm, Linear};
+use crate::model::ops::{softmax, LayerNorm, Linear};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EncoderConfig {
@@ -61,14 +61,18 @@ impl Attention {
             (Some(qkv), false) => {
                 // (b, t, 3, h, hd) → (3, b, h, t, hd)
                 let qkv = qkv
-                    .forward(x)?
+                    .forward_t(x, false, false)?
                     .reshape((b, t, 3, h, hd))?
                     .permute((2, 0, 3, 1, 4))?;
                 (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?)
             }
             _ => {
                 let scale = (hd as f64).powf(-0.5);
-                let split = |l: &Linear| l.forward(x)?.reshape((b, t, h, hd))?.transpose(1, 2);
+                let split = |l: &Linear| {
+                    l.forward_t(x, train, false)?
+                        .reshape((b, t, h, hd))?
+                        .transpose(1, 2)
+                };
                 ((split(&self.q)? * scale)?, split(&self.k)?, split(&self.v)?)
             }
         };
@@ -88,7 +92,7 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, d))?;
-        self.out.forward(&attn)
+        self.out.forward_t(&attn, train, false)
     }
 }
 
@@ -116,8 +120,10 @@ impl Layer {
         let x = (x + self
             .attention
             .forward(&self.norm1.forward(x, train)?, mask, train)?)?;
-        let hidden = quick_gelu(&self.fc1.forward(&self.norm2.forward(&x, train)?)?, train)?;
-        x + self.fc2.forward(&hidden)?
+        let hidden = self
+            .fc1
+            .forward_t(&self.norm2.forward(&x, train)?, train, true)?;
+        x + self.fc2.forward_t(&hidden, train, false)?
     }
 }
 

@@ -5,15 +5,26 @@
 //! - antialiasing: when downscaling, the filter support is stretched by the scale factor;
 //! - per output pixel, the weights are computed in `f64`, normalised to sum to 1, then rounded to 22-bit
 //!   fixed point (`PRECISION_BITS = 32 - 8 - 2`); sums start at one half and are clipped to 0..=255;
-//! - two passes, horizontal first (only over the source rows the vertical pass needs), the intermediate
-//!   image rounded to 8 bits; a pass whose size and box leave it unchanged is skipped;
+//! - two passes with an 8-bit intermediate image, horizontal first unless the height shrinks much more
+//!   than the width (Pillow ≥ 13); a pass whose size and box leave it unchanged is skipped;
 //! - box coordinates are `f32` (Pillow parses the box tuple as C floats).
 //!
 //! Besides the full resize, [`resize_region`] computes only a window of the output (what a centre crop
 //! keeps) and [`resize_crop`] resizes an integer sub-rectangle as if it had been cropped first (torchvision's
 //! `resized_crop` on a PIL image), both without copying the source.
+//!
+//! Files: `coeffs.rs` (the fixed-point weights), `passes.rs` (the two passes, scalar), `x86.rs` (the same
+//! passes with SSSE3, chosen at run time).
 
 use ::image::RgbImage;
+
+mod coeffs;
+mod passes;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use coeffs::Coeffs;
+use passes::{horizontal_row, vertical_pass, Plane};
 
 /// Resampling filter, named as in Pillow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,123 +81,6 @@ impl Filter {
                 }
             }
         }
-    }
-}
-
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-const HALF: i32 = 1 << (PRECISION_BITS - 1);
-
-#[inline(always)]
-fn clip8(v: i32) -> u8 {
-    if v >= (1 << PRECISION_BITS << 8) {
-        255
-    } else if v <= 0 {
-        0
-    } else {
-        (v >> PRECISION_BITS) as u8
-    }
-}
-
-/// Fixed-point weights for one axis: output pixel `i` reads `count[i]` source pixels from `start[i]`,
-/// with weights `k[i * ksize ..][..count[i]]`.
-struct Coeffs {
-    ksize: usize,
-    start: Vec<usize>,
-    count: Vec<usize>,
-    k: Vec<i32>,
-}
-
-impl Coeffs {
-    /// Pillow's `precompute_coeffs` followed by `normalize_coeffs_8bpc`.
-    fn new(in_size: usize, in0: f32, in1: f32, out_size: usize, filter: Filter) -> Self {
-        let scale = f64::from(in1 - in0) / out_size as f64;
-        let filterscale = scale.max(1.0);
-        let support = filter.support() * filterscale;
-        let ksize = support.ceil() as usize * 2 + 1;
-        let ss = 1.0 / filterscale;
-        let mut start = Vec::with_capacity(out_size);
-        let mut count = Vec::with_capacity(out_size);
-        let mut k = vec![0i32; out_size * ksize];
-        let mut w = vec![0f64; ksize];
-        for xx in 0..out_size {
-            let center = f64::from(in0) + (xx as f64 + 0.5) * scale;
-            // C's `(int)` truncates toward zero; negative values are clamped to 0 right after.
-            let xmin = ((center - support + 0.5) as i64).clamp(0, in_size as i64) as usize;
-            let xmax = ((center + support + 0.5) as i64).clamp(0, in_size as i64) as usize;
-            let n = xmax.saturating_sub(xmin).min(ksize);
-            let mut ww = 0.0;
-            for (x, wx) in w.iter_mut().enumerate().take(n) {
-                *wx = filter.weight(((x + xmin) as f64 - center + 0.5) * ss);
-                ww += *wx;
-            }
-            let row = &mut k[xx * ksize..xx * ksize + n];
-            for (kx, &wx) in row.iter_mut().zip(&w) {
-                let v = if ww != 0.0 { wx / ww } else { wx };
-                let fixed = v * f64::from(1u32 << PRECISION_BITS);
-                *kx = if v < 0.0 {
-                    (fixed - 0.5) as i32
-                } else {
-                    (fixed + 0.5) as i32
-                };
-            }
-            start.push(xmin);
-            count.push(n);
-        }
-        Coeffs {
-            ksize,
-            start,
-            count,
-            k,
-        }
-    }
-
-    #[inline(always)]
-    fn taps(&self, i: usize) -> (usize, &[i32]) {
-        let n = self.count[i];
-        (self.start[i], &self.k[i * self.ksize..i * self.ksize + n])
-    }
-}
-
-/// A borrowed rectangle of packed RGB rows.
-#[derive(Clone, Copy)]
-struct Plane<'a> {
-    data: &'a [u8],
-    /// Bytes from one row to the next.
-    stride: usize,
-    /// Byte offset of the rectangle's top-left pixel.
-    start: usize,
-    width: usize,
-    height: usize,
-}
-
-impl<'a> Plane<'a> {
-    fn whole(img: &'a RgbImage) -> Self {
-        Plane::packed(img.as_raw(), img.width() as usize, img.height() as usize)
-    }
-
-    fn packed(data: &'a [u8], width: usize, height: usize) -> Self {
-        Plane {
-            data,
-            stride: width * 3,
-            start: 0,
-            width,
-            height,
-        }
-    }
-
-    fn sub(&self, x: usize, y: usize, width: usize, height: usize) -> Self {
-        Plane {
-            start: self.start + y * self.stride + x * 3,
-            width,
-            height,
-            ..*self
-        }
-    }
-
-    #[inline(always)]
-    fn row(&self, y: usize) -> &'a [u8] {
-        let off = self.start + y * self.stride;
-        &self.data[off..off + self.width * 3]
     }
 }
 
@@ -345,7 +239,7 @@ fn resample(
         let tmp = Plane::packed(&tmp, c1 - c0, win.h);
         if let Some(h) = &horiz {
             for (y, dst) in out_buf.chunks_exact_mut(win.w * 3).enumerate() {
-                horizontal_row(tmp.row(y), c0, dst, h, win.x);
+                horizontal_row(tmp.row_tail(y), c0, dst, h, win.x);
             }
         }
         return out;
@@ -355,10 +249,9 @@ fn resample(
     let (r0, r1) = used_range(vert.as_ref(), win.y, win.h);
     let mut tmp = vec![0u8; (r1 - r0) * win.w * 3];
     for (r, dst) in tmp.chunks_exact_mut(win.w * 3).enumerate() {
-        let row = src.row(r0 + r);
         match &horiz {
-            Some(h) => horizontal_row(row, 0, dst, h, win.x),
-            None => dst.copy_from_slice(&row[win.x * 3..(win.x + win.w) * 3]),
+            Some(h) => horizontal_row(src.row_tail(r0 + r), 0, dst, h, win.x),
+            None => dst.copy_from_slice(&src.row(r0 + r)[win.x * 3..(win.x + win.w) * 3]),
         }
     }
     match &vert {
@@ -366,46 +259,6 @@ fn resample(
         None => out_buf.copy_from_slice(&tmp),
     }
     out
-}
-
-/// Vertical pass: output rows `first_row..` (as many as fit in `dst`) from `src`, whose row 0 is source
-/// row `row_offset`.
-fn vertical_pass(src: Plane<'_>, c: &Coeffs, first_row: usize, row_offset: usize, dst: &mut [u8]) {
-    let row_len = src.width * 3;
-    let mut acc = vec![0i32; row_len];
-    for (i, dst_row) in dst.chunks_exact_mut(row_len).enumerate() {
-        let (ymin, k) = c.taps(first_row + i);
-        acc.fill(HALF);
-        for (t, &w) in k.iter().enumerate() {
-            let row = src.row(ymin + t - row_offset);
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += i32::from(p) * w;
-            }
-        }
-        for (d, &a) in dst_row.iter_mut().zip(&acc) {
-            *d = clip8(a);
-        }
-    }
-}
-
-/// One row of the horizontal pass: output columns `x_first..x_first + dst.len() / 3`, reading `row`, whose
-/// pixel 0 is source column `col_offset`.
-#[inline]
-fn horizontal_row(row: &[u8], col_offset: usize, dst: &mut [u8], c: &Coeffs, x_first: usize) {
-    for (i, px) in dst.chunks_exact_mut(3).enumerate() {
-        let (xmin, k) = c.taps(x_first + i);
-        let x = xmin - col_offset;
-        let taps = &row[x * 3..(x + k.len()) * 3];
-        let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
-        for (p, &w) in taps.chunks_exact(3).zip(k) {
-            s0 += i32::from(p[0]) * w;
-            s1 += i32::from(p[1]) * w;
-            s2 += i32::from(p[2]) * w;
-        }
-        px[0] = clip8(s0);
-        px[1] = clip8(s1);
-        px[2] = clip8(s2);
-    }
 }
 
 #[cfg(test)]
