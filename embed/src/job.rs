@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use vl2v::cache::EmbeddingDtype;
 use vl2v::dataset::{discover, lookup, Dataset};
 use vl2v::image::Preprocess;
-use vl2v::model::{device, resolve, sha256_file, ClipTeacher, ModelFiles};
+use vl2v::model::{device, resolve, weights_sha256, ClipTeacher, ModelFiles};
 use vl2v::prompts::{read_templates, template_set};
 
 use crate::args::Args;
@@ -87,7 +87,7 @@ fn prepare(args: &Args) -> Result<Job> {
         root.display()
     );
     let files = resolve(&args.model, args.revision.as_deref(), true)?;
-    let weights_sha256 = sha256_file(&files.weights)?;
+    let weights_sha256 = weights_sha256(&files.weights)?;
     let device = device(&args.device)?;
     let teacher = ClipTeacher::load(&files, &device)?;
     let extra = match &args.templates {

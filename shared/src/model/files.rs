@@ -195,6 +195,33 @@ fn snapshot_commit(path: &Path) -> Option<String> {
         .then(|| commit.file_name()?.to_str().map(str::to_string))?
 }
 
+/// Hex sha256 of the weights. A hub file is a link to `blobs/<sha256>` (Git LFS names objects by their
+/// sha256), so its name is the answer without reading gigabytes; anything else is hashed.
+pub fn weights_sha256(path: &Path) -> Result<String, ModelError> {
+    let blob = std::fs::canonicalize(path).ok().filter(|target| {
+        target
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|dir| dir == "blobs")
+            && target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| {
+                    n.len() == 64
+                        && n.bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                })
+    });
+    match blob
+        .as_deref()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+    {
+        Some(name) => Ok(name.to_string()),
+        None => sha256_file(path),
+    }
+}
+
 /// Hex sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     let read_err = |e: std::io::Error| ModelError::Read {
@@ -243,6 +270,22 @@ mod tests {
         let p = Path::new("/c/models--openai--clip/snapshots/abc123/config.json");
         assert_eq!(snapshot_commit(p).as_deref(), Some("abc123"));
         assert_eq!(snapshot_commit(Path::new("/x/y/config.json")), None);
+    }
+
+    #[test]
+    fn hub_blobs_are_named_by_their_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("snapshots/c")).unwrap();
+        std::fs::write(dir.path().join("blobs").join(sha), b"abc").unwrap();
+        let link = dir.path().join("snapshots/c/model.safetensors");
+        std::os::unix::fs::symlink(format!("../../blobs/{sha}"), &link).unwrap();
+        assert_eq!(weights_sha256(&link).unwrap(), sha);
+        // Not a blob: hashed.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"abc").unwrap();
+        assert_eq!(weights_sha256(&plain).unwrap(), sha);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod trainable;
 pub use clip_teacher::ClipTeacher;
 pub use device::device;
 pub use files::{
-    hub_cache, resolve, sha256_file, ModelError, ModelFiles, CONFIG_FILE, TOKENIZER_FILE,
-    WEIGHTS_FILE,
+    hub_cache, resolve, sha256_file, weights_sha256, ModelError, ModelFiles, CONFIG_FILE,
+    TOKENIZER_FILE, WEIGHTS_FILE,
 };
 pub use trainable::{load_into_varmap, TRAIN_DTYPE};
