@@ -108,6 +108,17 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     assert!(stderr.contains("embedded 0 images"), "{stderr}");
     assert_eq!(rows_of(&dir), rows);
 
+    // One writer per shard: while another process holds the lock, a second run refuses.
+    let lock = fs::File::open(dir.join(".lock-shard-0-of-1")).unwrap();
+    lock.lock().unwrap();
+    let (out, _, stderr) = run(&mut embed(&data, &cache, &["--views", "2", "--seed", "7"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("another embed is writing shard 0/1"),
+        "{stderr}"
+    );
+    drop(lock);
+
     // Other settings never mix into this directory.
     let templates = tmp.path().join("t.txt");
     fs::write(&templates, "itap of a {}\n").unwrap();

@@ -58,6 +58,7 @@ pub fn run(args: &Args) -> Result<PathBuf> {
         bail!("--batch-size must be at least 1");
     }
     let job = prepare(args)?;
+    let _lock = lock_shard(&job)?;
     let before = finish::cache_bytes(&job.dir);
     texts::ensure(&job)?;
     let parts = pipeline::pending_parts(&job);
@@ -65,6 +66,27 @@ pub fn run(args: &Args) -> Result<PathBuf> {
     let manifest = finish::write_manifest_if_complete(&job)?;
     finish::print_summary(&job, &stats, started, before, manifest.is_some());
     Ok(job.dir)
+}
+
+/// One writer per shard of a cache: a second `embed` on the same shard would redo the same parts. The
+/// OS releases the lock when the process ends, however it ends, so a killed run never blocks a rerun.
+fn lock_shard(job: &Job) -> Result<fs::File> {
+    let (shard, shards) = job.shard;
+    let path = job.dir.join(format!(".lock-shard-{shard}-of-{shards}"));
+    let file =
+        fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {
+            bail!(
+                "another embed is writing shard {shard}/{shards} of {}; wait for it to finish",
+                job.dir.display()
+            )
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 fn prepare(args: &Args) -> Result<Job> {

@@ -139,7 +139,6 @@ pub fn discover(
         for (label, class) in class_folders.iter().enumerate() {
             let mut files = Vec::new();
             collect_images(&root.join(domain).join(class), &mut files)?;
-            files.sort();
             for file in files {
                 let relative = file.strip_prefix(root).expect("walked under root");
                 images.push(ImageEntry {
@@ -205,15 +204,32 @@ fn sorted_subdirs(dir: &Path) -> Result<Vec<String>, DiscoveryError> {
         .collect())
 }
 
-/// Recursive, like `ImageFolder`: images may sit in sub-folders of a class folder.
+/// Recursive, in torchvision `ImageFolder`'s order, which DomainBed's splits index into: folders sorted
+/// by their whole path string (`sorted(os.walk(...))`), then each folder's own files by name. So a
+/// class folder's files come before those of its sub-folders, and `a/x` sorts after `a-b`.
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DiscoveryError> {
+    let mut folders: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    walk(dir, String::new(), &mut folders)?;
+    folders.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(folders.into_iter().flat_map(|(_, files)| files));
+    Ok(())
+}
+
+fn walk(
+    dir: &Path,
+    key: String,
+    folders: &mut Vec<(String, Vec<PathBuf>)>,
+) -> Result<(), DiscoveryError> {
+    let mut files = Vec::new();
     for (name, path, is_dir) in read_dir(dir)? {
         if is_dir {
-            collect_images(&path, out)?;
+            walk(&path, format!("{key}/{name}"), folders)?;
         } else if has_image_extension(&name) {
-            out.push(path);
+            files.push(path);
         }
     }
+    // read_dir sorts by name already.
+    folders.push((key, files));
     Ok(())
 }
 
@@ -275,6 +291,9 @@ mod tests {
             touch(root, &format!("{domain}/Alarm_Clock/notes.txt"));
             touch(root, &format!("{domain}/Alarm_Clock/.hidden.jpg"));
             touch(root, &format!("{domain}/Alarm_Clock/nested/c.Png"));
+            touch(root, &format!("{domain}/Alarm_Clock/nested-2/d.png"));
+            touch(root, &format!("{domain}/Alarm_Clock/nested/deep/e.png"));
+            touch(root, &format!("{domain}/Alarm_Clock/z.png"));
             touch(root, &format!("{domain}/Bike/x.webp"));
             touch(root, &format!("{domain}/.cache/x.jpg"));
         }
@@ -297,13 +316,21 @@ mod tests {
         assert_eq!(
             paths,
             [
+                // ImageFolder's order (checked with Python): the folder's own files, then folders by
+                // path string, so "nested-2" comes before "nested/deep" ('-' < '/').
                 ("Art/Alarm_Clock/a.jpeg", 0, 0),
                 ("Art/Alarm_Clock/b.JPG", 0, 0),
+                ("Art/Alarm_Clock/z.png", 0, 0),
                 ("Art/Alarm_Clock/nested/c.Png", 0, 0),
+                ("Art/Alarm_Clock/nested-2/d.png", 0, 0),
+                ("Art/Alarm_Clock/nested/deep/e.png", 0, 0),
                 ("Art/Bike/x.webp", 0, 1),
                 ("Real World/Alarm_Clock/a.jpeg", 1, 0),
                 ("Real World/Alarm_Clock/b.JPG", 1, 0),
+                ("Real World/Alarm_Clock/z.png", 1, 0),
                 ("Real World/Alarm_Clock/nested/c.Png", 1, 0),
+                ("Real World/Alarm_Clock/nested-2/d.png", 1, 0),
+                ("Real World/Alarm_Clock/nested/deep/e.png", 1, 0),
                 ("Real World/Bike/x.webp", 1, 1),
             ]
         );
