@@ -6,6 +6,7 @@ static GLOBAL: vl2v::alloc::Allocator = vl2v::alloc::ALLOCATOR;
 
 mod analyze;
 mod splits_cmd;
+mod swad;
 mod teacher_cache;
 mod zeroshot;
 
