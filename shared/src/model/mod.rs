@@ -6,6 +6,7 @@ mod cpu_kernels;
 mod device;
 mod files;
 pub mod ops;
+pub mod students;
 mod trainable;
 
 pub use clip_teacher::ClipTeacher;

@@ -1,0 +1,343 @@
+//! torchvision's ResNet (v1.5: a Bottleneck's stride sits on its 3×3 convolution) without `fc`, with
+//! frozen BatchNorm, under torchvision's weight names (`conv1`, `bn1`, `layer1.0.conv1`, …,
+//! `layer2.0.downsample.0/1`), so its ImageNet checkpoints load as they are.
+//!
+//! Two paths: `train` builds the function from differentiable ops only. candle 0.11's `max_pool2d` has no
+//! backward unless kernel == stride (it bails "backward not supported for maxpool2d if ksize != stride",
+//! upstream #1593), so the stem's 3×3/2 max-pool is a maximum over the 9 shifted strided views of a −∞-padded
+//! input instead. Inference uses candle's pooling kernel, and a model loaded frozen folds each BatchNorm
+//! into the preceding convolution.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::batch_norm::{FrozenBatchNorm, BN_EPS};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3×3 convolutions (ResNet-18/34), expansion 1.
+    Basic,
+    /// 1×1, 3×3 (strided), 1×1 ×4 (ResNet-50/101/152), expansion 4.
+    Bottleneck,
+}
+
+impl BlockKind {
+    pub fn expansion(self) -> usize {
+        match self {
+            Self::Basic => 1,
+            Self::Bottleneck => 4,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResNetConfig {
+    pub block: BlockKind,
+    /// Blocks per stage.
+    pub layers: [usize; 4],
+    /// Stem channels and the first stage's planes (64 in torchvision; stages use 1, 2, 4, 8 times it).
+    pub width: usize,
+}
+
+impl ResNetConfig {
+    pub const RESNET18: Self = Self {
+        block: BlockKind::Basic,
+        layers: [2, 2, 2, 2],
+        width: 64,
+    };
+    pub const RESNET50: Self = Self {
+        block: BlockKind::Bottleneck,
+        layers: [3, 4, 6, 3],
+        width: 64,
+    };
+
+    /// Feature size: the last stage's output channels.
+    pub fn dim(&self) -> usize {
+        self.width * 8 * self.block.expansion()
+    }
+}
+
+/// A bias-free convolution followed by frozen BatchNorm.
+#[derive(Clone, Debug)]
+struct ConvBn {
+    weight: Tensor,
+    bn: FrozenBatchNorm,
+    stride: usize,
+    padding: usize,
+    /// BatchNorm folded into the convolution (weight·scale, shift): only for frozen weights.
+    fused: Option<(Tensor, Tensor)>,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        conv: VarBuilder,
+        bn: VarBuilder,
+        stats: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        frozen: bool,
+    ) -> Result<Self> {
+        let weight = conv.get((c_out, c_in, kernel, kernel), "weight")?;
+        let bn = FrozenBatchNorm::load(bn, stats, c_out, BN_EPS)?;
+        let fused = if frozen {
+            let (scale, shift) = bn.scale_shift()?;
+            let w = weight.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
+            Some((w.detach(), shift.reshape((1, c_out, 1, 1))?.detach()))
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bn,
+            stride,
+            padding: kernel / 2,
+            fused,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match (&self.fused, train) {
+            (Some((w, b)), false) => x
+                .conv2d(w, self.padding, self.stride, 1, 1)?
+                .broadcast_add(b),
+            _ => self
+                .bn
+                .forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    /// conv1/bn1, conv2/bn2 (, conv3/bn3): ReLU between them.
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Block {
+    fn load(
+        vb: VarBuilder,
+        stats: VarBuilder,
+        kind: BlockKind,
+        c_in: usize,
+        planes: usize,
+        stride: usize,
+        frozen: bool,
+    ) -> Result<Self> {
+        let c_out = planes * kind.expansion();
+        // (c_in, c_out, kernel, stride) of conv1, conv2, …
+        let shapes: Vec<(usize, usize, usize, usize)> = match kind {
+            BlockKind::Basic => vec![(c_in, planes, 3, stride), (planes, planes, 3, 1)],
+            BlockKind::Bottleneck => vec![
+                (c_in, planes, 1, 1),
+                (planes, planes, 3, stride),
+                (planes, c_out, 1, 1),
+            ],
+        };
+        let convs = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(ci, co, k, s))| {
+                let (conv, bn) = (format!("conv{}", i + 1), format!("bn{}", i + 1));
+                ConvBn::load(
+                    vb.pp(&conv),
+                    vb.pp(&bn),
+                    stats.pp(&bn),
+                    ci,
+                    co,
+                    k,
+                    s,
+                    frozen,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let downsample = if stride != 1 || c_in != c_out {
+            let (ds, ds_stats) = (vb.pp("downsample"), stats.pp("downsample"));
+            Some(ConvBn::load(
+                ds.pp("0"),
+                ds.pp("1"),
+                ds_stats.pp("1"),
+                c_in,
+                c_out,
+                1,
+                stride,
+                frozen,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { convs, downsample })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for (i, conv) in self.convs.iter().enumerate() {
+            y = conv.forward(&y, train)?;
+            if i + 1 < self.convs.len() {
+                y = y.relu()?;
+            }
+        }
+        let identity = match &self.downsample {
+            Some(ds) => ds.forward(x, train)?,
+            None => x.clone(),
+        };
+        (y + identity)?.relu()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    config: ResNetConfig,
+    stem: ConvBn,
+    blocks: Vec<Block>,
+}
+
+impl ResNet {
+    /// Parameters from `vb`, BatchNorm running statistics from `stats` (they never train: pass a
+    /// file-backed builder when `vb` is backed by a `VarMap`). `frozen`: the weights will never train, so
+    /// BatchNorm is folded into the convolutions for the inference path.
+    pub fn load(
+        vb: VarBuilder,
+        stats: VarBuilder,
+        config: &ResNetConfig,
+        frozen: bool,
+    ) -> Result<Self> {
+        let w = config.width;
+        let stem = ConvBn::load(
+            vb.pp("conv1"),
+            vb.pp("bn1"),
+            stats.pp("bn1"),
+            3,
+            w,
+            7,
+            2,
+            frozen,
+        )?;
+        let mut blocks = Vec::new();
+        let mut c_in = w;
+        for (stage, &n) in config.layers.iter().enumerate() {
+            let planes = w << stage;
+            let name = format!("layer{}", stage + 1);
+            let (vb, stats) = (vb.pp(&name), stats.pp(&name));
+            for i in 0..n {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                blocks.push(Block::load(
+                    vb.pp(i),
+                    stats.pp(i),
+                    config.block,
+                    c_in,
+                    planes,
+                    stride,
+                    frozen,
+                )?);
+                c_in = planes * config.block.expansion();
+            }
+        }
+        Ok(Self {
+            config: *config,
+            stem,
+            blocks,
+        })
+    }
+
+    pub fn config(&self) -> &ResNetConfig {
+        &self.config
+    }
+
+    /// (batch, 3, h, w) → globally average-pooled features (batch, dim).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.stem.forward(x, train)?.relu()?;
+        x = max_pool_3x3_s2_p1(&x, train)?;
+        for block in &self.blocks {
+            x = block.forward(&x, train)?;
+        }
+        x.mean((2, 3))
+    }
+}
+
+/// Pads the last two dimensions of (batch, channels, h, w) with −∞: `before` rows/columns in front, `after`
+/// behind.
+fn pad_neg_inf(x: &Tensor, before: usize, after: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let fill = |shape: (usize, usize, usize, usize)| {
+        Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())
+    };
+    let x = Tensor::cat(
+        &[fill((b, c, before, w))?, x.clone(), fill((b, c, after, w))?],
+        2,
+    )?;
+    let hp = h + before + after;
+    Tensor::cat(&[fill((b, c, hp, before))?, x, fill((b, c, hp, after))?], 3)
+}
+
+/// torchvision's `MaxPool2d(kernel_size=3, stride=2, padding=1)`.
+pub fn max_pool_3x3_s2_p1(x: &Tensor, train: bool) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if !train {
+        return pad_neg_inf(x, 1, 1)?.max_pool2d_with_stride(3, 2);
+    }
+    let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+    // One extra −∞ row/column behind, so that every shifted view of length 2·out fits.
+    let xp = pad_neg_inf(x, 1, 2)?;
+    let wp = w + 3;
+    let mut out: Option<Tensor> = None;
+    for di in 0..3 {
+        // Rows di, di+2, …: take every other row of a 2·ho window.
+        let rows = xp
+            .narrow(2, di, 2 * ho)?
+            .reshape((b, c, ho, 2, wp))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for dj in 0..3 {
+            let view = rows
+                .narrow(3, dj, 2 * wo)?
+                .reshape((b, c, ho, wo, 2))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            out = Some(match out {
+                Some(m) => m.maximum(&view)?,
+                None => view,
+            });
+        }
+    }
+    Ok(out.expect("nine views"))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::*;
+
+    #[test]
+    fn differentiable_max_pool_matches_candle_and_passes_gradients() {
+        let dev = Device::Cpu;
+        for size in [7usize, 8, 13, 16] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, size, size), &dev).unwrap())
+                .unwrap();
+            let fast = max_pool_3x3_s2_p1(x.as_tensor(), false).unwrap();
+            let slow = max_pool_3x3_s2_p1(x.as_tensor(), true).unwrap();
+            let out = size.div_ceil(2);
+            assert_eq!(slow.dims(), [2, 3, out, out]);
+            assert_eq!(fast.dims(), slow.dims());
+            let diff = (&fast - &slow)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(diff, 0.0, "size {size}");
+            // Each output's gradient lands on exactly one input (no ties in random data): the gradient
+            // of the sum counts how many windows chose each input, and sums to the number of outputs.
+            let grads = slow.sum_all().unwrap().backward().unwrap();
+            let g = grads.get(x.as_tensor()).expect("a gradient for the input");
+            let total = g.sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(total as usize, 2 * 3 * out * out);
+        }
+    }
+}
