@@ -4,7 +4,7 @@
 use candle_core::Device;
 use serde_json::Value;
 use vl2v::image::{load_rgb, Preprocess, PreprocessMode};
-use vl2v::model::{resolve, ClipTeacher};
+use vl2v::model::{resolve, ClipTeacher, Needs};
 use vl2v::views::ViewParams;
 use vl2v_tests::{fixtures, tiny_clip};
 
@@ -14,7 +14,7 @@ fn expected() -> Value {
 }
 
 fn teacher() -> ClipTeacher {
-    let files = resolve(tiny_clip().to_str().unwrap(), None, true).unwrap();
+    let files = resolve(tiny_clip().to_str().unwrap(), None, Needs::Clip).unwrap();
     ClipTeacher::load(&files, &Device::Cpu).unwrap()
 }
 

@@ -302,3 +302,69 @@ fn resolves_a_hub_id_from_the_offline_cache() {
         "{stderr}"
     );
 }
+
+#[test]
+fn caches_a_frozen_student_on_the_teachers_views() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("toy");
+    write_dataset(&data, &["a", "b"], &["x", "y"], 2, (40, 30));
+    let cache = tmp.path().join("cache");
+    let (out, stdout, stderr) = run(&mut embed(&data, &cache, &["--views", "2"]));
+    assert!(out.status.success(), "{stderr}");
+    let teacher_rows = rows_of(&last_line(&stdout));
+
+    let weights = vl2v_tests::fixtures().join("students/vit.safetensors");
+    let mut cmd = Command::new(bin("embed"));
+    cmd.args([
+        "--dataset",
+        "toy",
+        "--views",
+        "2",
+        "--encoder",
+        "student",
+        "--student",
+        "test-vit",
+        "--root",
+    ])
+    .arg(&data)
+    .arg("--model")
+    .arg(&weights)
+    .arg("--cache-dir")
+    .arg(&cache);
+    let (out, stdout, stderr) = run(&mut cmd);
+    assert!(out.status.success(), "{stderr}");
+    let dir = last_line(&stdout);
+    assert_eq!(dir, cache.join("toy/test-vit--vit-views2-seed0"));
+    let manifest = Manifest::read(&dir).unwrap();
+    assert_eq!(manifest.encoder.role, vl2v::cache::EncoderRole::Student);
+    assert!(!manifest.encoder.normalized);
+    assert_eq!(manifest.encoder.embedding_dim, 48);
+    assert!(manifest.logit_scale.is_none());
+    assert!(!dir.join("texts.parquet").exists());
+
+    // Same (path, view) rows with the same view parameters: distill joins them.
+    let student_rows = rows_of(&dir);
+    assert_eq!(student_rows.len(), teacher_rows.len());
+    for (s, t) in student_rows.iter().zip(&teacher_rows) {
+        assert_eq!((&s.path, s.view, &s.params), (&t.path, t.view, &t.params));
+    }
+    // View 0 holds the student's raw features of the vl2v-preprocessed image.
+    let device = vl2v::model::Device::Cpu;
+    let config = vl2v::model::students::StudentConfig::by_name("test-vit").unwrap();
+    let student = vl2v::model::students::Student::load_frozen(&weights, &config, &device).unwrap();
+    let image = vl2v::image::load_rgb(&data.join(&student_rows[0].path)).unwrap();
+    let preprocess = vl2v::image::Preprocess::new(vl2v::image::PreprocessMode::Vl2v, 32);
+    let pixels = preprocess.apply(&image, &vl2v::views::ViewParams::identity());
+    let expected = student.features(&pixels, 1, &device).unwrap().remove(0);
+    let max_diff = expected
+        .iter()
+        .zip(&student_rows[0].embedding)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max_diff < 1e-4, "max diff {max_diff}");
+    let norm: f32 = expected.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() > 1e-3,
+        "student features are stored raw, not normalised"
+    );
+}

@@ -39,10 +39,22 @@ pub struct Args {
     pub cache_dir: PathBuf,
 
     /// clip: exactly Hugging Face's CLIPImageProcessor (shortest side, bicubic, centre crop, CLIP
-    /// mean/std). vl2v: what the official VL2V-ADiP code feeds its teacher (squash to a square, bilinear,
-    /// ImageNet mean/std).
-    #[arg(long, value_enum, default_value_t = Preprocess::Clip)]
-    pub preprocess: Preprocess,
+    /// mean/std). vl2v: what the official VL2V-ADiP code feeds its models (squash to a square, bilinear,
+    /// ImageNet mean/std) [default: clip for the teacher, vl2v for a student].
+    #[arg(long, value_enum)]
+    pub preprocess: Option<Preprocess>,
+
+    /// teacher: the CLIP model (image and text embeddings). student: a frozen student backbone (--student)
+    /// whose raw features `distill` aligns and probes; run it with the teacher cache's --views and --seed
+    /// so rows join on (path, view).
+    #[arg(long, value_enum, default_value_t = EncoderKind::Teacher)]
+    pub encoder: EncoderKind,
+
+    /// Student architecture for --encoder student: resnet18, resnet50, vit-small, vit-base (weights from
+    /// --model: a directory or hub id with model.safetensors, or a .safetensors file, under the
+    /// torchvision/timm names).
+    #[arg(long)]
+    pub student: Option<String>,
 
     /// Augmented training views per image (DomainBed recipe: random resized crop 0.7-1, flip, colour
     /// jitter 0.3, grayscale p 0.1), in addition to the evaluation view 0.
@@ -84,6 +96,29 @@ pub struct Args {
     /// Delete an existing cache for these settings and start again.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncoderKind {
+    Teacher,
+    Student,
+}
+
+impl EncoderKind {
+    pub fn default_preprocess(self) -> PreprocessMode {
+        match self {
+            EncoderKind::Teacher => PreprocessMode::Clip,
+            EncoderKind::Student => PreprocessMode::Vl2v,
+        }
+    }
+}
+
+impl Args {
+    pub fn preprocess_mode(&self) -> PreprocessMode {
+        self.preprocess
+            .map(Into::into)
+            .unwrap_or(self.encoder.default_preprocess())
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

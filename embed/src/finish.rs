@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use vl2v::cache::{
     now_rfc3339, read_part_footer, rfc3339_utc, ClassInfo, Counts, DatasetInfo, EncoderInfo,
-    EncoderRole, Manifest, ViewSet,
+    Manifest, ViewSet,
 };
 
 use crate::job::{Job, RECIPE};
@@ -16,7 +16,7 @@ use crate::pipeline::{all_parts, part_path, RunStats};
 pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
     let parts = all_parts(job.dataset.images.len());
     if parts.iter().any(|p| !part_path(job, p.index).exists())
-        || !job.dir.join(vl2v::cache::TEXTS_FILE).exists()
+        || (job.encoder.teacher().is_some() && !job.dir.join(vl2v::cache::TEXTS_FILE).exists())
     {
         return Ok(None);
     }
@@ -74,9 +74,10 @@ pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
             revision: s.revision.clone(),
             commit: s.commit.clone(),
             weights_sha256: s.weights_sha256.clone(),
-            role: EncoderRole::Teacher,
-            architecture: job.teacher.architecture(),
-            embedding_dim: job.teacher.embedding_dim(),
+            role: job.encoder.role(),
+            architecture: job.encoder.architecture(),
+            embedding_dim: job.encoder.embedding_dim(),
+            normalized: job.encoder.normalized(),
         },
         preprocess: serde_json::to_value(&s.preprocess)?,
         views: ViewSet {
@@ -85,8 +86,12 @@ pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
             recipe: RECIPE.into(),
         },
         embedding_dtype: s.dtype,
-        logit_scale: Some(job.teacher.logit_scale()),
-        templates: s.templates.clone(),
+        logit_scale: job.encoder.teacher().map(|t| t.logit_scale()),
+        templates: if job.encoder.teacher().is_some() {
+            s.templates.clone()
+        } else {
+            Vec::new()
+        },
         counts: Counts {
             images,
             rows,

@@ -10,10 +10,11 @@ use sha2::{Digest, Sha256};
 use vl2v::cache::EmbeddingDtype;
 use vl2v::dataset::{discover, lookup, Dataset};
 use vl2v::image::Preprocess;
-use vl2v::model::{device, resolve, weights_sha256, ClipTeacher, ModelFiles};
+use vl2v::model::{device, resolve, weights_sha256, ClipTeacher, ModelFiles, Needs};
 use vl2v::prompts::{read_templates, template_set};
 
-use crate::args::Args;
+use crate::args::{Args, EncoderKind};
+use crate::encoder::Encoder;
 use crate::{finish, pipeline, texts};
 
 /// Images per part file: the most an interruption can lose.
@@ -35,6 +36,8 @@ pub struct JobSettings {
     pub revision: Option<String>,
     pub commit: Option<String>,
     pub weights_sha256: String,
+    /// Teacher, or the student architecture.
+    pub encoder: String,
     pub preprocess: Preprocess,
     pub views: u16,
     pub seed: u64,
@@ -47,7 +50,7 @@ pub struct JobSettings {
 pub struct Job {
     pub dir: PathBuf,
     pub dataset: Dataset,
-    pub teacher: ClipTeacher,
+    pub encoder: Encoder,
     pub settings: JobSettings,
     pub shard: (u32, u32),
 }
@@ -108,10 +111,23 @@ fn prepare(args: &Args) -> Result<Job> {
         dataset.classes.len(),
         root.display()
     );
-    let files = resolve(&args.model, args.revision.as_deref(), true)?;
+    let needs = match args.encoder {
+        EncoderKind::Teacher => Needs::Clip,
+        EncoderKind::Student => Needs::Weights,
+    };
+    let files = resolve(&args.model, args.revision.as_deref(), needs)?;
     let weights_sha256 = weights_sha256(&files.weights)?;
     let device = device(&args.device)?;
-    let teacher = ClipTeacher::load(&files, &device)?;
+    let encoder = match args.encoder {
+        EncoderKind::Teacher => Encoder::Teacher(ClipTeacher::load(&files, &device)?),
+        EncoderKind::Student => {
+            let name = args
+                .student
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("--encoder student needs --student ARCH"))?;
+            Encoder::load_student(name, &files, &device)?
+        }
+    };
     let extra = match &args.templates {
         Some(path) => read_templates(path)?,
         None => Vec::new(),
@@ -128,7 +144,8 @@ fn prepare(args: &Args) -> Result<Job> {
         revision: files.revision.clone(),
         commit: files.commit.clone(),
         weights_sha256,
-        preprocess: Preprocess::new(args.preprocess.into(), teacher.image_size() as u32),
+        preprocess: Preprocess::new(args.preprocess_mode(), encoder.image_size() as u32),
+        encoder: encoder.architecture(),
         views: args.views,
         seed: args.seed,
         templates: template_set(&extra),
@@ -143,7 +160,7 @@ fn prepare(args: &Args) -> Result<Job> {
     Ok(Job {
         dir,
         dataset,
-        teacher,
+        encoder,
         settings,
         shard: args.shard.unwrap_or((0, 1)),
     })
@@ -152,20 +169,26 @@ fn prepare(args: &Args) -> Result<Job> {
 /// `<model>[-vl2v][-views<K>-seed<S>][-f16]`: settings a user varies on purpose get their own directory.
 fn cache_slug(args: &Args, files: &ModelFiles) -> String {
     let model = Path::new(&files.source);
-    let mut slug = if model.is_dir() {
+    let mut slug = if model.exists() {
         fs::canonicalize(model)
             .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .and_then(|p| p.file_stem().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "model".into())
     } else {
         files.source.replace('/', "--")
     };
+    if let (EncoderKind::Student, Some(arch)) = (args.encoder, &args.student) {
+        slug = format!("{arch}--{slug}");
+    }
     if let Some(rev) = args.revision.as_deref().filter(|r| *r != "main") {
         slug.push('@');
         slug.push_str(&rev.replace('/', "--"));
     }
-    if matches!(args.preprocess, crate::args::Preprocess::Vl2v) {
-        slug.push_str("-vl2v");
+    // Only a preprocessing other than the encoder's default shows in the name.
+    let default = args.encoder.default_preprocess();
+    if args.preprocess_mode() != default {
+        slug.push('-');
+        slug.push_str(&args.preprocess_mode().to_string());
     }
     if args.views > 0 {
         slug.push_str(&format!("-views{}-seed{}", args.views, args.seed));

@@ -1,10 +1,12 @@
-//! `embed`: runs a CLIP teacher once over a DomainBed-layout dataset and writes a resumable Parquet cache
-//! of image embeddings (per view) and class-text embeddings, with a manifest written last.
+//! `embed`: runs a CLIP teacher (or a frozen student) once over a DomainBed-layout dataset and writes a
+//! resumable Parquet cache of image embeddings (per view) and class-text embeddings, with a manifest
+//! written last.
 
 #[global_allocator]
 static GLOBAL: vl2v::alloc::Allocator = vl2v::alloc::ALLOCATOR;
 
 mod args;
+mod encoder;
 mod finish;
 mod job;
 mod pipeline;

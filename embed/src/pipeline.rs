@@ -1,4 +1,4 @@
-//! decode + preprocess (rayon, in a producer thread) → teacher → one Parquet part per 256 images.
+//! decode + preprocess (rayon, in a producer thread) → encoder → one Parquet part per 256 images.
 //!
 //! The producer prepares the next batch while the model runs the current one; a bounded channel keeps
 //! memory flat. Parts are written whole (temporary name, then rename), so an interruption loses at most
@@ -187,7 +187,7 @@ fn consume(
     bar: &ProgressBar,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let dim = job.teacher.embedding_dim();
+    let dim = job.encoder.embedding_dim();
     let mut rows: Vec<ImageRow> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut images_in_part = 0;
@@ -238,7 +238,7 @@ fn embed_batch(job: &Job, batch: Vec<Prepared>, batch_size: usize) -> Result<Vec
         .chunks(batch_size)
         .zip(pixels.chunks(batch_size * pixels_per_view))
     {
-        let embeddings = job.teacher.embed_images(chunk_pixels, chunk_meta.len())?;
+        let embeddings = job.encoder.embed_images(chunk_pixels, chunk_meta.len())?;
         for ((image, view, params), embedding) in chunk_meta.iter().zip(embeddings) {
             let entry = &job.dataset.images[*image];
             rows.push(ImageRow {

@@ -6,15 +6,18 @@ use vl2v::prompts::expand;
 
 use crate::job::Job;
 
-/// Writes `texts.parquet` unless an earlier run (or another shard) already did.
+/// Writes `texts.parquet` (teachers only) unless an earlier run (or another shard) already did.
 pub fn ensure(job: &Job) -> Result<()> {
     let path = job.dir.join(TEXTS_FILE);
+    let Some(teacher) = job.encoder.teacher() else {
+        return Ok(());
+    };
     if path.exists() {
         return Ok(());
     }
     let prompts = expand(&job.settings.templates, &job.dataset);
     let texts: Vec<String> = prompts.iter().map(|p| p.text.clone()).collect();
-    let embeddings = job.teacher.embed_texts(&texts, 256)?;
+    let embeddings = teacher.embed_texts(&texts, 256)?;
     let rows: Vec<TextRow> = prompts
         .into_iter()
         .zip(embeddings)
@@ -28,12 +31,7 @@ pub fn ensure(job: &Job) -> Result<()> {
         })
         .collect();
     eprintln!("embedded {} prompts", rows.len());
-    write_texts(
-        &path,
-        job.teacher.embedding_dim(),
-        job.settings.dtype,
-        &rows,
-    )
-    .with_context(|| format!("cannot write {}", path.display()))?;
+    write_texts(&path, teacher.embedding_dim(), job.settings.dtype, &rows)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

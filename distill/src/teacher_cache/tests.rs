@@ -46,6 +46,7 @@ fn manifest(dim: usize, images: u64, parts: Vec<String>, views: u32) -> Manifest
             role: EncoderRole::Teacher,
             architecture: "clip".into(),
             embedding_dim: dim,
+            normalized: true,
         },
         preprocess: serde_json::json!({}),
         views: ViewSet {

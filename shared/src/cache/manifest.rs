@@ -76,6 +76,13 @@ pub struct EncoderInfo {
     pub role: EncoderRole,
     pub architecture: String,
     pub embedding_dim: usize,
+    /// Whether embeddings are L2-normalised (teachers); student features are stored raw.
+    #[serde(default = "normalized_default")]
+    pub normalized: bool,
+}
+
+fn normalized_default() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +180,7 @@ mod tests {
                 role: EncoderRole::Teacher,
                 architecture: "clip-vit-b16".into(),
                 embedding_dim: 512,
+                normalized: true,
             },
             preprocess: serde_json::json!({"size": 224, "mean": [0.48, 0.45, 0.40]}),
             views: ViewSet {

@@ -23,9 +23,13 @@ fn candle_err(e: candle_core::Error) -> ModelError {
 impl ClipTeacher {
     /// Loads weights memory-mapped (plain tensors, no autograd) for inference.
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, ModelError> {
-        let config = load_clip_config(&files.config)?;
+        let config_path = files.config.as_ref().ok_or_else(|| ModelError::Config {
+            path: files.weights.clone(),
+            reason: "a CLIP teacher needs config.json next to it".into(),
+        })?;
+        let config = load_clip_config(config_path)?;
         let tokenizer_path = files.tokenizer.as_ref().ok_or_else(|| ModelError::Config {
-            path: files.config.clone(),
+            path: config_path.clone(),
             reason: "a CLIP teacher needs tokenizer.json next to it".into(),
         })?;
         let tokenizer = Tokenizer::from_file(tokenizer_path).map_err(|e| ModelError::Config {

@@ -54,27 +54,48 @@ pub struct ModelFiles {
     pub revision: Option<String>,
     /// The commit the revision resolved to (hub only).
     pub commit: Option<String>,
-    pub config: PathBuf,
     pub weights: PathBuf,
+    /// `config.json` (CLIP models).
+    pub config: Option<PathBuf>,
+    /// `tokenizer.json` (CLIP models).
     pub tokenizer: Option<PathBuf>,
+}
+
+/// What a model must provide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// A CLIP teacher: `config.json`, `model.safetensors`, `tokenizer.json`.
+    Clip,
+    /// A student, whose architecture is named separately: `model.safetensors` alone (or a path to a
+    /// `.safetensors` file).
+    Weights,
 }
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Resolves `model` (a directory, or a hub id at `revision`) to its config, weights and, when
-/// `with_tokenizer`, its tokenizer.
+/// Resolves `model` (a directory, or a hub id at `revision`) to the files `needs` names.
 pub fn resolve(
     model: &str,
     revision: Option<&str>,
-    with_tokenizer: bool,
+    needs: Needs,
 ) -> Result<ModelFiles, ModelError> {
-    let mut files = vec![CONFIG_FILE, WEIGHTS_FILE];
-    if with_tokenizer {
-        files.push(TOKENIZER_FILE);
-    }
+    let files = match needs {
+        Needs::Clip => vec![WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE],
+        Needs::Weights => vec![WEIGHTS_FILE],
+    };
     let local = Path::new(model);
+    if needs == Needs::Weights && local.is_file() {
+        return Ok(ModelFiles {
+            source: model.to_string(),
+            revision: None,
+            commit: None,
+            weights: local.to_path_buf(),
+            config: None,
+            tokenizer: None,
+        });
+    }
     let paths: Vec<PathBuf> = if local.is_dir() {
         files
             .iter()
@@ -113,8 +134,8 @@ pub fn resolve(
             Some(revision.unwrap_or("main").to_string())
         },
         commit,
-        config: paths[0].clone(),
-        weights: paths[1].clone(),
+        weights: paths[0].clone(),
+        config: paths.get(1).cloned(),
         tokenizer: paths.get(2).cloned(),
     })
 }
@@ -255,11 +276,13 @@ mod tests {
         assert!(!is_hub_id("clip"));
         assert!(!is_hub_id("a/b/c"));
         assert!(!is_hub_id("./dir"));
-        let err = resolve("no-such-dir", None, true).unwrap_err().to_string();
+        let err = resolve("no-such-dir", None, Needs::Clip)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("neither a local directory"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), "{}").unwrap();
-        let err = resolve(dir.path().to_str().unwrap(), None, true)
+        let err = resolve(dir.path().to_str().unwrap(), None, Needs::Clip)
             .unwrap_err()
             .to_string();
         assert!(err.ends_with("has no model.safetensors"), "{err}");

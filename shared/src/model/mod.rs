@@ -9,10 +9,11 @@ pub mod ops;
 pub mod students;
 mod trainable;
 
+pub use candle_core::Device;
 pub use clip_teacher::ClipTeacher;
 pub use device::device;
 pub use files::{
-    hub_cache, resolve, sha256_file, weights_sha256, ModelError, ModelFiles, CONFIG_FILE,
+    hub_cache, resolve, sha256_file, weights_sha256, ModelError, ModelFiles, Needs, CONFIG_FILE,
     TOKENIZER_FILE, WEIGHTS_FILE,
 };
 pub use trainable::{load_into_varmap, TRAIN_DTYPE};

@@ -135,6 +135,37 @@ impl Student {
         Ok(student)
     }
 
+    /// Frozen weights, memory-mapped, with the inference fusions (caching a student's features).
+    pub fn load_frozen(
+        weights: &Path,
+        config: &StudentConfig,
+        device: &Device,
+    ) -> std::result::Result<Self, ModelError> {
+        let err = |e: candle_core::Error| ModelError::Config {
+            path: weights.to_path_buf(),
+            reason: e.to_string(),
+        };
+        // SAFETY: read-only memory map of a file vl2v does not modify while it runs.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], TRAIN_DTYPE, device) }
+            .map_err(err)?;
+        Self::load(vb, config, false).map_err(err)
+    }
+
+    /// Raw features of `n` preprocessed images given as one CHW f32 buffer, through the inference path.
+    pub fn features(
+        &self,
+        pixels: &[f32],
+        n: usize,
+        device: &Device,
+    ) -> std::result::Result<Vec<Vec<f32>>, ModelError> {
+        let compute = |e: candle_core::Error| ModelError::Compute(e.to_string());
+        let size = self.config().image_size();
+        let x = Tensor::from_slice(pixels, (n, 3, size, size), device).map_err(compute)?;
+        self.forward(&x, false)
+            .and_then(|f| f.to_vec2::<f32>())
+            .map_err(compute)
+    }
+
     /// (batch, 3, h, w) normalised pixels → features (batch, dim). `train` true: the differentiable path.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
