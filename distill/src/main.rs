@@ -4,10 +4,18 @@
 #[global_allocator]
 static GLOBAL: vl2v::alloc::Allocator = vl2v::alloc::ALLOCATOR;
 
+mod adam;
+mod algorithms;
 mod analyze;
+mod data;
+mod evaluate;
+mod losses;
+mod run_cmd;
+mod runs;
 mod splits_cmd;
 mod swad;
 mod teacher_cache;
+mod trainer;
 mod zeroshot;
 
 use std::process::ExitCode;
@@ -28,6 +36,8 @@ enum Command {
     Splits(splits_cmd::Args),
     /// The paper's CLIP-embedding robustness table (E1–E6) from a teacher cache alone, as markdown.
     Analyze(analyze::Args),
+    /// Train and evaluate an algorithm (zeroshot, erm-lp, adip-align) leave-one-domain-out.
+    Run(run_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +45,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Splits(args) => splits_cmd::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Run(args) => run_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,8 @@ use vl2v::model::students::{Student, StudentConfig, STUDENT_NAMES};
 use vl2v::model::{ClipTeacher, Device, ModelError, ModelFiles};
 
 pub enum Encoder {
-    Teacher(ClipTeacher),
+    // Boxed: the tokenizer makes the teacher large.
+    Teacher(Box<ClipTeacher>),
     Student {
         model: Student,
         name: String,

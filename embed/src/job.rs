@@ -119,7 +119,7 @@ fn prepare(args: &Args) -> Result<Job> {
     let weights_sha256 = weights_sha256(&files.weights)?;
     let device = device(&args.device)?;
     let encoder = match args.encoder {
-        EncoderKind::Teacher => Encoder::Teacher(ClipTeacher::load(&files, &device)?),
+        EncoderKind::Teacher => Encoder::Teacher(Box::new(ClipTeacher::load(&files, &device)?)),
         EncoderKind::Student => {
             let name = args
                 .student

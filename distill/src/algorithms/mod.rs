@@ -1,0 +1,139 @@
+//! Algorithms in DomainBed's style: each is a small unit with `update(batch) -> metrics` and
+//! `predict(features) -> logits`, built by name from [`REGISTRY`] with its own hparams struct (defaults from
+//! the official VL2V-ADiP code, overridable from the command line).
+
+mod adip_align;
+mod linear;
+mod linear_probe;
+mod zeroshot;
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+
+pub use linear::Linear;
+
+/// One training step's rows, gathered contiguously: `student: [B, d_student]` (empty when the algorithm
+/// needs no student), `teacher: [B, d_teacher]` (the teacher's embedding of the same (image, view)).
+pub struct Batch<'a> {
+    pub student: &'a [f32],
+    pub teacher: &'a [f32],
+    pub labels: &'a [usize],
+}
+
+/// Evaluation rows (view 0): the student's and the teacher's features of the same images.
+pub struct EvalRows<'a> {
+    pub student: &'a [f32],
+    pub teacher: &'a [f32],
+}
+
+/// Named values returned by `update`; the first is always `loss`.
+pub type Metrics = Vec<(&'static str, f64)>;
+
+/// A named tensor: name, shape, row-major values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// What every algorithm is built from.
+pub struct Setup<'a> {
+    /// Student feature dimension (`None` without a student cache).
+    pub student_dim: Option<usize>,
+    pub teacher_dim: usize,
+    pub classes: usize,
+    /// The teacher's embeddings of "a photo of a {class}", `[C, d_teacher]`, row = label.
+    pub texts: &'a [f32],
+    /// CLIP's logit scale (100 for OpenAI CLIP).
+    pub logit_scale: f32,
+    /// Seeds parameter initialisation.
+    pub seed: u64,
+}
+
+/// Hyper-parameters given on the command line; `None` keeps the algorithm's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overrides {
+    pub lr: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub batch_size: Option<usize>,
+    pub lambda: Option<f64>,
+}
+
+pub trait Algorithm {
+    /// The hyper-parameters in use (written to results.jsonl).
+    fn hparams(&self) -> serde_json::Value;
+    /// Images per training domain per step; 0 for algorithms that do not train.
+    fn batch_size(&self) -> usize;
+    /// One optimisation step.
+    fn update(&mut self, batch: &Batch) -> Result<Metrics>;
+    /// Logits `[n, C]` of evaluation rows.
+    fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>>;
+    /// The argmax of `predict` for each row (first on ties, `None` for NaN rows); an algorithm may
+    /// override it with a cheaper computation of the same ranking.
+    fn predict_labels(&self, rows: &EvalRows, classes: usize) -> Result<Vec<Option<usize>>> {
+        let logits = self.predict(rows)?;
+        Ok(logits
+            .chunks_exact(classes)
+            .map(crate::zeroshot::argmax)
+            .collect())
+    }
+    /// The model's parameters (model.safetensors).
+    fn parameters(&self) -> Vec<NamedTensor>;
+    /// Parameters and optimiser moments (the resume checkpoint), and the optimiser's step count.
+    fn state(&self) -> (Vec<NamedTensor>, u64);
+    /// Restores what [`Algorithm::state`] returned.
+    fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()>;
+}
+
+/// A registered algorithm.
+pub struct Entry {
+    pub name: &'static str,
+    pub needs_student: bool,
+    pub build: fn(&Setup, &Overrides) -> Result<Box<dyn Algorithm>>,
+}
+
+/// Every algorithm, in table order.
+pub const REGISTRY: &[Entry] = &[
+    Entry {
+        name: "zeroshot",
+        needs_student: false,
+        build: zeroshot::build,
+    },
+    Entry {
+        name: "erm-lp",
+        needs_student: true,
+        build: linear_probe::build,
+    },
+    Entry {
+        name: "adip-align",
+        needs_student: true,
+        build: adip_align::build,
+    },
+];
+
+/// The registry entry called `name`, or an error listing the valid names.
+pub fn lookup(name: &str) -> Result<&'static Entry> {
+    match REGISTRY.iter().find(|e| e.name == name) {
+        Some(entry) => Ok(entry),
+        None => bail!(
+            "unknown algorithm '{name}'; valid: {}",
+            REGISTRY
+                .iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_algorithms_list_the_valid_ones() {
+        assert!(lookup("adip-align").is_ok());
+        let err = lookup("erm").err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, adip-align"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! `zeroshot`: the teacher's own zero-shot classifier (template "a photo of a {}", the official default)
+//! applied to teacher image embeddings. Nothing trains.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor, Overrides, Setup};
+use crate::zeroshot::ZeroShotHead;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Hparams {
+    pub template: &'static str,
+}
+
+impl Default for Hparams {
+    fn default() -> Self {
+        Hparams {
+            template: crate::analyze::PHOTO_TEMPLATE,
+        }
+    }
+}
+
+pub struct ZeroShot {
+    hparams: Hparams,
+    head: ZeroShotHead,
+    classes: usize,
+    dim: usize,
+}
+
+pub fn build(setup: &Setup, _overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
+    let head = ZeroShotHead::from_templates(&[setup.texts], setup.teacher_dim, setup.logit_scale)?;
+    Ok(Box::new(ZeroShot {
+        hparams: Hparams::default(),
+        head,
+        classes: setup.classes,
+        dim: setup.teacher_dim,
+    }))
+}
+
+impl Algorithm for ZeroShot {
+    fn hparams(&self) -> serde_json::Value {
+        serde_json::to_value(&self.hparams).unwrap_or_default()
+    }
+
+    fn batch_size(&self) -> usize {
+        0
+    }
+
+    fn update(&mut self, _batch: &Batch) -> Result<Metrics> {
+        bail!("zeroshot does not train")
+    }
+
+    fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>> {
+        self.head.logits(rows.teacher)
+    }
+
+    fn parameters(&self) -> Vec<NamedTensor> {
+        vec![(
+            "head.weight".into(),
+            vec![self.classes, self.dim],
+            self.head.weight().to_vec(),
+        )]
+    }
+
+    fn state(&self) -> (Vec<NamedTensor>, u64) {
+        (Vec::new(), 0)
+    }
+
+    fn load_state(&mut self, _tensors: &HashMap<String, Vec<f32>>, _steps: u64) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,314 @@
+//! Training data from caches: every view of every image ([`ViewTable`]), DomainBed's per-domain split
+//! ([`DomainSplits`]) and the seeded per-domain minibatch sampler ([`Sampler`]).
+//!
+//! Images are in the teacher cache's order (view-0 rows, part order then row order: DomainBed's
+//! `ImageFolder` order within a domain, see `splits_cmd`). A student cache is joined on (path, view); both
+//! caches must hold the same images with the same views.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Result};
+use vl2v::cache::{image_rows_from_batch, ImageBatches, Manifest};
+use vl2v::splits::domainbed_split;
+
+/// Every view (0..=K) of every image of a cache as one row-major `[N, K+1, D]` matrix.
+#[derive(Clone, Debug)]
+pub struct ViewTable {
+    dim: usize,
+    views: usize,
+    values: Vec<f32>,
+}
+
+impl ViewTable {
+    /// Reads the cache in `dir` and places each row by its path (`index`: path → image number) and view.
+    /// Every image of `paths` must have every view `0..=manifest.views.count`, and the cache may hold no
+    /// other image; `what` names the cache in errors ("teacher", "student").
+    pub fn load(
+        dir: &Path,
+        manifest: &Manifest,
+        paths: &[String],
+        views: usize,
+        what: &str,
+    ) -> Result<Self> {
+        let dim = manifest.encoder.embedding_dim;
+        let cache_views = manifest.views.count as usize + 1;
+        ensure!(
+            cache_views == views,
+            "the {what} cache {} has {} augmented views per image but the teacher cache has {}: both \
+             caches must be embedded with the same --views and --seed",
+            dir.display(),
+            cache_views - 1,
+            views - 1
+        );
+        let index: HashMap<&str, usize> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        let mut values = vec![0.0f32; paths.len() * views * dim];
+        let mut seen = vec![false; paths.len() * views];
+        for part in &manifest.parts {
+            let path = dir.join(part);
+            let mut batches = ImageBatches::new([&path]);
+            while let Some(batch) = batches.next() {
+                let batch = batch?;
+                if let Some((found, _)) = batches.layout() {
+                    ensure!(
+                        found == dim,
+                        "{}: embeddings are {found}-d but manifest.json says {dim}-d",
+                        path.display()
+                    );
+                }
+                for row in image_rows_from_batch(&batch)? {
+                    let Some(&image) = index.get(row.path.as_str()) else {
+                        bail!(
+                            "{}: the {what} cache holds image {}, which the teacher cache does not: the \
+                             caches must be embedded from the same dataset",
+                            path.display(),
+                            row.path
+                        );
+                    };
+                    let view = usize::try_from(row.view).ok().filter(|&v| v < views);
+                    let Some(view) = view else {
+                        bail!(
+                            "{}: image {} has view {}, but the caches have views 0..={}",
+                            path.display(),
+                            row.path,
+                            row.view,
+                            views - 1
+                        );
+                    };
+                    let at = image * views + view;
+                    ensure!(
+                        !seen[at],
+                        "{}: image {} view {} appears twice",
+                        path.display(),
+                        row.path,
+                        view
+                    );
+                    seen[at] = true;
+                    values[at * dim..(at + 1) * dim].copy_from_slice(&row.embedding);
+                }
+            }
+        }
+        if let Some(missing) = seen.iter().position(|&s| !s) {
+            bail!(
+                "the {what} cache {} lacks image {} view {} (the image lists or view sets of the caches \
+                 differ: embed both from the same dataset with the same --views and --seed)",
+                dir.display(),
+                paths[missing / views],
+                missing % views
+            );
+        }
+        Ok(ViewTable { dim, views, values })
+    }
+
+    /// A table from its values, row-major `[n, views, dim]`.
+    #[cfg(test)]
+    pub fn from_values(dim: usize, views: usize, values: Vec<f32>) -> Self {
+        assert_eq!(values.len() % (dim * views), 0);
+        ViewTable { dim, views, values }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Views per image, including view 0.
+    pub fn views(&self) -> usize {
+        self.views
+    }
+
+    pub fn row(&self, image: usize, view: usize) -> &[f32] {
+        let at = (image * self.views + view) * self.dim;
+        &self.values[at..at + self.dim]
+    }
+
+    /// Appends the rows of `(image, view)` pairs to `out` (cleared first): a contiguous `[n, dim]` batch.
+    pub fn gather_into(&self, picks: &[(usize, usize)], out: &mut Vec<f32>) {
+        out.clear();
+        for &(image, view) in picks {
+            out.extend_from_slice(self.row(image, view));
+        }
+    }
+
+    /// View 0 of `images`, as a contiguous `[n, dim]` matrix.
+    pub fn gather_view0(&self, images: &[usize]) -> Vec<f32> {
+        let picks: Vec<(usize, usize)> = images.iter().map(|&i| (i, 0)).collect();
+        let mut out = Vec::with_capacity(images.len() * self.dim);
+        self.gather_into(&picks, &mut out);
+        out
+    }
+}
+
+/// DomainBed's in/out split of every domain, as image numbers (indices into the cache's image list).
+#[derive(Clone, Debug)]
+pub struct DomainSplits {
+    pub in_: Vec<Vec<usize>>,
+    pub out: Vec<Vec<usize>>,
+}
+
+impl DomainSplits {
+    /// Splits the images of each domain (`domains[i]` = domain index of image `i`, images of a domain in
+    /// cache order) with `domainbed_split(n, holdout_fraction, trial_seed, env = domain index)`.
+    pub fn new(
+        domains: &[usize],
+        n_domains: usize,
+        holdout_fraction: f64,
+        trial_seed: i64,
+    ) -> Self {
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_domains];
+        for (image, &d) in domains.iter().enumerate() {
+            members[d].push(image);
+        }
+        let (mut in_, mut out) = (Vec::new(), Vec::new());
+        for (env, rows) in members.iter().enumerate() {
+            let split = domainbed_split(rows.len(), holdout_fraction, trial_seed, env);
+            in_.push(split.in_.iter().map(|&k| rows[k]).collect());
+            out.push(split.out.iter().map(|&k| rows[k]).collect());
+        }
+        DomainSplits { in_, out }
+    }
+}
+
+/// SplitMix64: a small, fast generator whose whole state is one `u64` (saved in checkpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rng {
+    pub state: u64,
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (multiply-shift; the bias is below 2^-32 for any n used here).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in `[0, 1)` with 24 random bits.
+    pub fn unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Draws each step's minibatch: `batch_size` images per training domain, uniformly with replacement from
+/// the domain's in split (domains in index order, as DomainBed concatenates them), and for each image a
+/// view uniformly among the augmented views `1..=K` (view 0 when the cache has none).
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    pools: Vec<Vec<usize>>,
+    batch_size: usize,
+    augmented_views: usize,
+    pub rng: Rng,
+}
+
+impl Sampler {
+    /// `pools`: the in-split images of each training domain; `views`: views per image including view 0.
+    pub fn new(pools: Vec<Vec<usize>>, batch_size: usize, views: usize, seed: u64) -> Result<Self> {
+        ensure!(batch_size > 0, "the batch size must be at least 1");
+        ensure!(
+            pools.iter().all(|p| !p.is_empty()),
+            "a training domain has no images in its in split"
+        );
+        // Decorrelate from other streams seeded with the same number.
+        let rng = Rng::new(seed ^ 0x5a4d_504c_4552_0001);
+        Ok(Sampler {
+            pools,
+            batch_size,
+            augmented_views: views.saturating_sub(1),
+            rng,
+        })
+    }
+
+    /// The next minibatch as `(image, view)` pairs, written into `out` (cleared first).
+    pub fn next_batch(&mut self, out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        for pool in &self.pools {
+            for _ in 0..self.batch_size {
+                let image = pool[self.rng.below(pool.len())];
+                let view = if self.augmented_views > 0 {
+                    1 + self.rng.below(self.augmented_views)
+                } else {
+                    0
+                };
+                out.push((image, view));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draw(sampler: &mut Sampler, steps: usize) -> Vec<(usize, usize)> {
+        let mut all = Vec::new();
+        let mut batch = Vec::new();
+        for _ in 0..steps {
+            sampler.next_batch(&mut batch);
+            all.extend_from_slice(&batch);
+        }
+        all
+    }
+
+    #[test]
+    fn sampler_is_deterministic_resumable_and_respects_pools() {
+        let pools = vec![vec![0, 1, 2], vec![10, 11, 12, 13, 14]];
+        let mut a = Sampler::new(pools.clone(), 4, 3, 7).unwrap();
+        let mut b = Sampler::new(pools.clone(), 4, 3, 7).unwrap();
+        let seq = draw(&mut a, 50);
+        assert_eq!(seq, draw(&mut b, 50), "same seed, same draws");
+        assert_eq!(seq.len(), 50 * 8);
+        for (k, &(image, view)) in seq.iter().enumerate() {
+            let domain = (k % 8) / 4;
+            assert!(pools[domain].contains(&image), "draw {k} from its domain");
+            assert!((1..=2).contains(&view), "augmented views only");
+        }
+        // Every image and both augmented views of domain 1 show up.
+        for image in 10..15 {
+            assert!(seq.iter().any(|&(i, _)| i == image));
+        }
+        assert!(seq.iter().any(|&(_, v)| v == 2) && seq.iter().any(|&(_, v)| v == 1));
+
+        let mut c = Sampler::new(pools.clone(), 4, 3, 8).unwrap();
+        assert_ne!(seq, draw(&mut c, 50), "another seed, other draws");
+
+        // Restoring the RNG state continues the same sequence.
+        let mut d = Sampler::new(pools.clone(), 4, 3, 7).unwrap();
+        draw(&mut d, 20);
+        let saved = d.rng.state;
+        let mut e = Sampler::new(pools, 4, 3, 0).unwrap();
+        e.rng = Rng { state: saved };
+        assert_eq!(draw(&mut e, 30), seq[20 * 8..]);
+    }
+
+    #[test]
+    fn without_augmented_views_the_sampler_uses_view_0() {
+        let mut s = Sampler::new(vec![vec![3, 4]], 5, 1, 0).unwrap();
+        assert!(draw(&mut s, 10).iter().all(|&(_, v)| v == 0));
+    }
+
+    #[test]
+    fn splits_map_back_to_domain_images() {
+        let domains = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        let s = DomainSplits::new(&domains, 2, 0.2, 0);
+        assert_eq!((s.out[0].len(), s.in_[0].len()), (1, 4));
+        assert_eq!((s.out[1].len(), s.in_[1].len()), (2, 8));
+        let mut all: Vec<usize> = s.in_.concat();
+        all.extend(s.out.concat());
+        all.sort_unstable();
+        assert_eq!(all, (0..15).collect::<Vec<_>>());
+        assert!(s.in_[1].iter().all(|&i| i >= 5));
+    }
+}

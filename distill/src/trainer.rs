@@ -1,0 +1,272 @@
+//! One leave-one-domain-out run: train on the in splits of the training domains, evaluate at step 0, every
+//! `checkpoint_freq` steps and at the last step, keep the selected model, checkpoint for resuming.
+//!
+//! Like DomainBed's `train.py`, step `s` first updates and then (if `s % checkpoint_freq == 0` or it is
+//! the last step) evaluates, so the record of step `s` is the model after `s + 1` updates and its `loss`
+//! is the mean of the updates since the previous record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+
+use crate::algorithms::{Algorithm, Batch};
+use crate::data::{Rng, Sampler, ViewTable};
+use crate::evaluate::{evaluate, select, EvalSet};
+use crate::runs::{self, load_tensors, save_tensors, CHECKPOINT, DONE, MODEL};
+
+/// Everything one run reads.
+pub struct RunData<'a> {
+    /// Label of every image.
+    pub labels: &'a [usize],
+    /// Every view of the student (`None` for algorithms that need no student).
+    pub student: Option<&'a ViewTable>,
+    /// Every view of the teacher.
+    pub teacher: &'a ViewTable,
+    /// The in split of each training domain (what is sampled from), in domain order.
+    pub pools: Vec<Vec<usize>>,
+    /// The evaluated splits.
+    pub eval: Vec<EvalSet>,
+    pub classes: usize,
+}
+
+/// Schedule and identity of a run.
+pub struct RunConfig {
+    pub steps: usize,
+    pub checkpoint_freq: usize,
+    pub seed: u64,
+    /// `args` of every record (must match on resume).
+    pub args: Value,
+    /// A label for progress lines.
+    pub label: String,
+    /// Stop with an error right after the evaluation of this step (simulates an interrupted run).
+    pub stop_after: Option<usize>,
+}
+
+/// The selected evaluation of a finished run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selected {
+    pub step: u64,
+    pub train_out: f64,
+    pub test_in: f64,
+}
+
+/// The selected record of `records` (first maximum of `train_out`).
+pub fn selected(records: &[(String, Value)]) -> Result<Selected> {
+    let train_out = records
+        .iter()
+        .map(|(_, r)| runs::record_f64(r, "train_out"))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(i) = select(&train_out) else {
+        bail!("results.jsonl has no evaluations")
+    };
+    Ok(Selected {
+        step: runs::record_step(&records[i].1)?,
+        train_out: train_out[i],
+        test_in: runs::record_f64(&records[i].1, "test_in")?,
+    })
+}
+
+/// Runs (or resumes, or skips when `done` exists) the run in `dir`.
+pub fn run(
+    dir: &Path,
+    algorithm: &mut dyn Algorithm,
+    data: &RunData,
+    config: &RunConfig,
+) -> Result<Selected> {
+    if dir.join(DONE).is_file() {
+        eprintln!("{}: done, skipped ({})", config.label, dir.display());
+        return selected(&runs::read_results(dir)?);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let trains = algorithm.batch_size() > 0;
+    let steps = if trains { config.steps } else { 1 };
+    ensure!(steps > 0, "--steps must be at least 1");
+    ensure!(
+        config.checkpoint_freq > 0,
+        "--checkpoint-freq must be at least 1"
+    );
+
+    let mut sampler = if trains {
+        Some(Sampler::new(
+            data.pools.clone(),
+            algorithm.batch_size(),
+            data.teacher_views(),
+            config.seed,
+        )?)
+    } else {
+        None
+    };
+
+    let mut records: Vec<(String, Value)> = Vec::new();
+    let mut start = 0usize;
+    let checkpoint = dir.join(CHECKPOINT);
+    let args_text = serde_json::to_string(&config.args)?;
+    if trains && checkpoint.is_file() {
+        let (tensors, meta) = load_tensors(&checkpoint)?;
+        let meta = meta.context("checkpoint.safetensors has no meta")?;
+        // Compared as text: parsing a float back may change its last bit.
+        if meta.get("args").and_then(Value::as_str) != Some(args_text.as_str()) {
+            bail!(
+                "{} holds a run with other settings (its checkpoint's args differ); pass another --out \
+                 or delete that directory",
+                dir.display()
+            );
+        }
+        let step = meta["step"]
+            .as_u64()
+            .context("checkpoint meta has no step")?;
+        let adam_t = meta["adam_t"]
+            .as_u64()
+            .context("checkpoint meta has no adam_t")?;
+        let rng = meta["rng"].as_u64().context("checkpoint meta has no rng")?;
+        algorithm.load_state(&tensors, adam_t)?;
+        if let Some(s) = sampler.as_mut() {
+            s.rng = Rng { state: rng };
+        }
+        records = runs::read_results(dir)?;
+        let mut kept = Vec::new();
+        for r in records {
+            if runs::record_step(&r.1)? <= step {
+                kept.push(r);
+            }
+        }
+        records = kept;
+        runs::write_results(dir, &records)?;
+        start = step as usize + 1;
+        eprintln!("{}: resuming after step {step}", config.label);
+    } else {
+        // No checkpoint: nothing earlier in the directory can be trusted.
+        for stale in [runs::RESULTS, MODEL] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+    }
+    let mut best = records
+        .iter()
+        .map(|(_, r)| runs::record_f64(r, "train_out"))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))));
+
+    let bar = ProgressBar::new(steps as u64).with_position(start as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(config.label.clone());
+
+    let steps_per_epoch = data
+        .pools
+        .iter()
+        .map(|p| p.len() as f64 / algorithm.batch_size().max(1) as f64)
+        .fold(f64::INFINITY, f64::min);
+    let mut picks = Vec::new();
+    let (mut xs, mut xt, mut ys) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sums: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let mut count = 0usize;
+    for step in start..steps {
+        if let Some(sampler) = sampler.as_mut() {
+            sampler.next_batch(&mut picks);
+            if let Some(student) = data.student {
+                student.gather_into(&picks, &mut xs);
+            }
+            data.teacher.gather_into(&picks, &mut xt);
+            ys.clear();
+            ys.extend(picks.iter().map(|&(i, _)| data.labels[i]));
+            let metrics = algorithm.update(&Batch {
+                student: &xs,
+                teacher: &xt,
+                labels: &ys,
+            })?;
+            for (name, value) in metrics {
+                if !value.is_finite() {
+                    bail!(
+                        "{}: {name} is {value} at step {step}; training diverged (try a smaller --lr)",
+                        config.label
+                    );
+                }
+                *sums.entry(name).or_default() += value;
+            }
+            count += 1;
+            bar.inc(1);
+        }
+        if step % config.checkpoint_freq != 0 && step + 1 != steps {
+            continue;
+        }
+        let accs = evaluate(algorithm, &data.eval, data.classes)?;
+        let mut record = Map::new();
+        record.insert("args".into(), config.args.clone());
+        record.insert("hparams".into(), algorithm.hparams());
+        record.insert("step".into(), json!(step));
+        if trains {
+            record.insert("epoch".into(), json!(step as f64 / steps_per_epoch));
+            for (name, sum) in &sums {
+                record.insert((*name).into(), json!(sum / count as f64));
+            }
+        }
+        let (mut train_out, mut n_train) = (0.0, 0usize);
+        for (set, &acc) in data.eval.iter().zip(&accs) {
+            record.insert(set.key.clone(), json!(acc));
+            match set.test_split {
+                Some(split) => {
+                    record.insert(format!("test_{split}"), json!(acc));
+                }
+                None => {
+                    train_out += acc;
+                    n_train += 1;
+                }
+            }
+        }
+        let train_out = if n_train > 0 {
+            train_out / n_train as f64
+        } else {
+            0.0
+        };
+        record.insert("train_out".into(), json!(train_out));
+        bar.suspend(|| {
+            eprintln!(
+                "{} step {step}: loss {} train_out {:.4} test_in {:.4}",
+                config.label,
+                record
+                    .get("loss")
+                    .and_then(Value::as_f64)
+                    .map_or("-".into(), |l| format!("{l:.4}")),
+                train_out,
+                record.get("test_in").and_then(Value::as_f64).unwrap_or(0.0)
+            )
+        });
+        let record = Value::Object(record);
+        records.push((serde_json::to_string(&record)?, record));
+        runs::write_results(dir, &records)?;
+        if best.is_none_or(|b| train_out > b) {
+            best = Some(train_out);
+            save_tensors(&dir.join(MODEL), &algorithm.parameters(), None)?;
+        }
+        if trains {
+            let (tensors, adam_t) = algorithm.state();
+            let rng = sampler.as_ref().map_or(0, |s| s.rng.state);
+            let meta = json!({"args": args_text, "step": step, "adam_t": adam_t, "rng": rng});
+            save_tensors(&checkpoint, &tensors, Some(&meta))?;
+        }
+        sums.clear();
+        count = 0;
+        if config.stop_after == Some(step) {
+            bar.finish_and_clear();
+            bail!("{}: stopped after step {step} as asked", config.label);
+        }
+    }
+    bar.finish_and_clear();
+    vl2v::cache::write_bytes_atomic(&dir.join(DONE), b"done\n")?;
+    selected(&records)
+}
+
+impl RunData<'_> {
+    fn teacher_views(&self) -> usize {
+        self.teacher.views()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! `distill run` end to end: `embed` a generated dataset twice with the committed tiny CLIP (the CLIP
+//! preprocessing as the teacher, the VL2V preprocessing as a stand-in "student" with the same images and
+//! views), then train, skip, resume, and check the errors.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use vl2v_tests::{bin, run, tiny_clip, write_dataset};
+
+const DOMAINS: [&str; 3] = ["art", "photo", "sketch"];
+const CLASSES: [&str; 2] = ["cat", "dog"];
+
+fn embed(root: &Path, cache_dir: &Path, preprocess: &str, views: &str) -> PathBuf {
+    let (out, stdout, stderr) = run(Command::new(bin("embed"))
+        .args(["--dataset", "toy", "--root"])
+        .arg(root)
+        .arg("--model")
+        .arg(tiny_clip())
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(["--preprocess", preprocess, "--views", views])
+        .env("HF_HUB_OFFLINE", "1"));
+    assert!(out.status.success(), "{stderr}");
+    PathBuf::from(stdout.lines().last().expect("embed prints the cache dir"))
+}
+
+struct Caches {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    teacher: PathBuf,
+    student: PathBuf,
+}
+
+fn caches() -> Caches {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("toy");
+    write_dataset(&root, &DOMAINS, &CLASSES, 5, (40, 32));
+    let teacher = embed(&root, &tmp.path().join("teacher"), "clip", "2");
+    let student = embed(&root, &tmp.path().join("student"), "vl2v", "2");
+    Caches {
+        root,
+        teacher,
+        student,
+        _tmp: tmp,
+    }
+}
+
+fn distill_run(args: &[&str], teacher: &Path, out: &Path) -> (bool, String, String) {
+    let (o, stdout, stderr) = run(Command::new(bin("distill"))
+        .arg("run")
+        .arg("--cache")
+        .arg(teacher)
+        .arg("--out")
+        .arg(out)
+        .args(args));
+    (o.status.success(), stdout, stderr)
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    fs::read_to_string(dir.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn adip_align_trains_skips_and_resumes_identically() {
+    let c = caches();
+    let work = tempfile::tempdir().unwrap();
+    let student = c.student.to_str().unwrap();
+    let train = [
+        "--algorithm",
+        "adip-align",
+        "--student-cache",
+        student,
+        "--steps",
+        "7",
+        "--checkpoint-freq",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+    ];
+    let whole = work.path().join("whole");
+    let (ok, stdout, stderr) = distill_run(&train, &c.teacher, &whole);
+    assert!(ok, "{stderr}");
+    for (env, domain) in DOMAINS.iter().enumerate() {
+        let dir = whole.join("toy/adip-align").join(domain).join("seed0");
+        for file in [
+            "results.jsonl",
+            "model.safetensors",
+            "checkpoint.safetensors",
+            "done",
+        ] {
+            assert!(dir.join(file).is_file(), "{} has {file}", dir.display());
+        }
+        let recs = records(&dir);
+        let steps: Vec<u64> = recs.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+        assert_eq!(steps, [0, 3, 6]);
+        for r in &recs {
+            for key in [
+                "loss",
+                "train_out",
+                "test_in",
+                "test_out",
+                "hparams",
+                "args",
+                "epoch",
+            ] {
+                assert!(r.get(key).is_some(), "record has {key}: {r}");
+            }
+            assert_eq!(r["args"]["test_envs"], serde_json::json!([env]));
+            assert_eq!(r["args"]["algorithm"], "adip-align");
+            assert_eq!(r["hparams"]["lambda"], 0.5);
+            assert!(r.get(format!("env{env}_in_acc").as_str()).is_some());
+            assert!(r.get(format!("env{env}_out_acc").as_str()).is_some());
+            for other in (0..DOMAINS.len()).filter(|&o| o != env) {
+                assert!(r.get(format!("env{other}_out_acc").as_str()).is_some());
+                assert!(r.get(format!("env{other}_in_acc").as_str()).is_none());
+            }
+        }
+        assert!(
+            stdout.contains(&format!("| {domain} | {env} |")),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("| **Avg** (OOD / ID) |"), "{stdout}");
+
+    // A second run skips every finished run and prints the same table.
+    let before = fs::read(whole.join("toy/adip-align/art/seed0/results.jsonl")).unwrap();
+    let (ok, again, stderr) = distill_run(&train, &c.teacher, &whole);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.matches("done, skipped").count(), 3, "{stderr}");
+    assert_eq!(again, stdout);
+    assert_eq!(
+        fs::read(whole.join("toy/adip-align/art/seed0/results.jsonl")).unwrap(),
+        before
+    );
+
+    // Interrupted right after step 3's checkpoint, then resumed: byte-identical outputs.
+    let cut = work.path().join("cut");
+    let mut interrupted = train.to_vec();
+    interrupted.extend(["--test-domain", "photo", "--stop-after", "3"]);
+    let (ok, _, stderr) = distill_run(&interrupted, &c.teacher, &cut);
+    assert!(!ok && stderr.contains("stopped after step 3"), "{stderr}");
+    let cut_dir = cut.join("toy/adip-align/photo/seed0");
+    assert!(!cut_dir.join("done").exists());
+    assert_eq!(records(&cut_dir).len(), 2);
+    let mut resume = train.to_vec();
+    resume.extend(["--test-domain", "photo"]);
+    let (ok, _, stderr) = distill_run(&resume, &c.teacher, &cut);
+    assert!(ok && stderr.contains("resuming after step 3"), "{stderr}");
+    let whole_dir = whole.join("toy/adip-align/photo/seed0");
+    for file in [
+        "results.jsonl",
+        "model.safetensors",
+        "checkpoint.safetensors",
+    ] {
+        assert_eq!(
+            fs::read(cut_dir.join(file)).unwrap(),
+            fs::read(whole_dir.join(file)).unwrap(),
+            "{file} after resuming"
+        );
+    }
+}
+
+#[test]
+fn zeroshot_erm_lp_and_errors() {
+    let c = caches();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("runs");
+    let student = c.student.to_str().unwrap();
+
+    let (ok, stdout, stderr) = distill_run(
+        &["--algorithm", "zeroshot", "--test-domain", "sketch"],
+        &c.teacher,
+        &out,
+    );
+    assert!(ok, "{stderr}");
+    let dir = out.join("toy/zeroshot/sketch/seed0");
+    let recs = records(&dir);
+    assert_eq!(recs.len(), 1, "one evaluation at step 0");
+    assert_eq!(recs[0]["step"], 0);
+    assert!(recs[0].get("loss").is_none() && recs[0].get("test_in").is_some());
+    assert!(dir.join("model.safetensors").is_file() && dir.join("done").is_file());
+    assert_eq!(stdout.matches("| sketch | 2 | 0 |").count(), 1, "{stdout}");
+
+    let (ok, _, stderr) = distill_run(
+        &[
+            "--algorithm",
+            "erm-lp",
+            "--student-cache",
+            student,
+            "--test-domain",
+            "art",
+            "--steps",
+            "4",
+            "--checkpoint-freq",
+            "2",
+            "--seed",
+            "3",
+            "--trial-seed",
+            "1",
+        ],
+        &c.teacher,
+        &out,
+    );
+    assert!(ok, "{stderr}");
+    let recs = records(&out.join("toy/erm-lp/art/seed3-trial1"));
+    assert_eq!(recs.len(), 3, "steps 0, 2, 3");
+    assert_eq!(recs[0]["args"]["trial_seed"], 1);
+    assert_eq!(recs[0]["hparams"]["lr"], 5e-5);
+
+    let fail = |args: &[&str], teacher: &Path| {
+        let (ok, _, stderr) = distill_run(args, teacher, &out);
+        assert!(!ok);
+        stderr
+    };
+    let err = fail(&["--algorithm", "erm"], &c.teacher);
+    assert!(
+        err.contains("unknown algorithm 'erm'; valid: zeroshot, erm-lp, adip-align"),
+        "{err}"
+    );
+    let err = fail(
+        &["--algorithm", "zeroshot", "--test-domain", "clipart"],
+        &c.teacher,
+    );
+    assert!(
+        err.contains("unknown domain 'clipart'; valid: all, art, photo, sketch"),
+        "{err}"
+    );
+    let err = fail(&["--algorithm", "adip-align"], &c.teacher);
+    assert!(err.contains("--student-cache"), "{err}");
+
+    // A "student" cache of a dataset that lacks one image, and one with another view count.
+    let partial_root = work.path().join("partial");
+    write_dataset(&partial_root, &DOMAINS, &CLASSES, 5, (40, 32));
+    fs::remove_file(partial_root.join("photo/dog/img_004.JPG")).unwrap();
+    let partial = embed(
+        &partial_root,
+        &work.path().join("partial-cache"),
+        "vl2v",
+        "2",
+    );
+    let err = fail(
+        &[
+            "--algorithm",
+            "erm-lp",
+            "--student-cache",
+            partial.to_str().unwrap(),
+        ],
+        &c.teacher,
+    );
+    assert!(err.contains("lacks image photo/dog/img_004.JPG"), "{err}");
+    let one_view = embed(&c.root, &work.path().join("one-view"), "vl2v", "1");
+    let err = fail(
+        &[
+            "--algorithm",
+            "erm-lp",
+            "--student-cache",
+            one_view.to_str().unwrap(),
+        ],
+        &c.teacher,
+    );
+    assert!(
+        err.contains("1 augmented views per image but the teacher cache has 2"),
+        "{err}"
+    );
+}
