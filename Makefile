@@ -4,7 +4,7 @@ MODEL ?= openai/clip-vit-base-patch16
 EMBED_FLAGS ?=
 CARGO ?= cargo
 
-.PHONY: build test embed distill lint bench fixtures clean-cache
+.PHONY: build test data embed distill lint bench fixtures clean-cache
 
 build:
 	$(CARGO) build --release --bins
@@ -13,6 +13,10 @@ build:
 test:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+# Download a benchmark into data/ with DomainBed's sources and layout (needs network; gdown for Drive).
+data:
+	python3 data/download.py $(DATASET)
 
 # Cache the CLIP teacher's embeddings of data/<dataset>: make embed DATASET=pacs EMBED_FLAGS="--views 8"
 embed: build
@@ -34,6 +38,7 @@ lint:
 # End-to-end images/s of embed vs PyTorch + transformers on generated images (BENCH_N=480, BENCH_ARCH=b16|b32).
 bench:
 	CARGO="$(CARGO)" bash tests/bench/run_bench.sh
+	CARGO="$(CARGO)" bash tests/bench/run_align_bench.sh
 
 # Regenerate the PyTorch parity fixtures (needs torch + transformers; never run in CI).
 fixtures:

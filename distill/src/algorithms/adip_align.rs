@@ -41,6 +41,8 @@ pub struct AdipAlign {
     /// Unit text embeddings `[C, d_teacher]`.
     texts: Vec<f32>,
     head: ZeroShotHead,
+    /// The projected minibatch, reused across steps.
+    projected: Vec<f32>,
 }
 
 pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
@@ -75,6 +77,7 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         proj,
         texts,
         head,
+        projected: Vec::new(),
     }))
 }
 
@@ -88,9 +91,9 @@ impl Algorithm for AdipAlign {
     }
 
     fn update(&mut self, batch: &Batch) -> Result<Metrics> {
-        let p = self.proj.forward(batch.student)?;
+        self.proj.forward_into(batch.student, &mut self.projected)?;
         let (loss, grad) = adip_loss(
-            &p,
+            &self.projected,
             batch.teacher,
             &self.texts,
             batch.labels,

@@ -56,7 +56,8 @@ pub struct Overrides {
     pub lambda: Option<f64>,
 }
 
-pub trait Algorithm {
+/// `Send`: training runs on a rayon worker thread (see `trainer::run`).
+pub trait Algorithm: Send {
     /// The hyper-parameters in use (written to results.jsonl).
     fn hparams(&self) -> serde_json::Value;
     /// Images per training domain per step; 0 for algorithms that do not train.

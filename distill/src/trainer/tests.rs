@@ -185,7 +185,8 @@ fn a_nan_loss_names_the_step() {
 
 /// The benchmark configuration (OfficeHome-sized adip-align, 768-d student, 512-d teacher, 5001 steps,
 /// 32 × 3 images per step, evaluation every 200 steps) on random features:
-/// `cargo test -p distill --release -- --ignored --nocapture officehome_sized`.
+/// `cargo test -p distill --release -- --ignored --nocapture officehome_sized`, or against PyTorch with
+/// `bash tests/bench/run_align_bench.sh`.
 #[test]
 #[ignore]
 fn officehome_sized_adip_align_timing() {
@@ -210,8 +211,12 @@ fn officehome_sized_adip_align_timing() {
     let mut a = (lookup("adip-align").unwrap().build)(&setup, &Overrides::default()).unwrap();
     let started = std::time::Instant::now();
     run(dir.path(), a.as_mut(), &data, &cfg).unwrap();
-    eprintln!(
-        "officehome-sized adip-align, 5001 steps: {:.2?}",
-        started.elapsed()
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("officehome-sized adip-align, 5001 steps: {seconds:.2}s");
+    // For tests/bench/run_align_bench.sh (the features' generation above is not timed, as in
+    // tests/bench/align_torch.py).
+    println!(
+        "align-bench {{\"seconds\": {seconds:.4}, \"steps\": {}}}",
+        cfg.steps
     );
 }
