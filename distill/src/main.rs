@@ -10,6 +10,7 @@ mod analyze;
 mod data;
 mod evaluate;
 mod losses;
+mod report;
 mod run_cmd;
 mod runs;
 mod splits_cmd;
@@ -38,6 +39,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Train and evaluate an algorithm (zeroshot, erm-lp, adip-align) leave-one-domain-out.
     Run(run_cmd::Args),
+    /// Tabulate finished runs per dataset: mean ± SE over seeds per algorithm and held-out domain.
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Splits(args) => splits_cmd::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Run(args) => run_cmd::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
