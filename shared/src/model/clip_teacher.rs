@@ -1,11 +1,10 @@
 //! The CLIP teacher: image and text towers with projection, outputs L2-normalised.
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use super::clip::{load_clip_config, Clip, ClipConfig};
-use super::{ModelError, ModelFiles};
+use super::{mmap_weights, weights_error, ModelError, ModelFiles};
 
 pub struct ClipTeacher {
     model: Clip,
@@ -43,14 +42,8 @@ impl ClipTeacher {
                     path: tokenizer_path.clone(),
                     reason: "no <|endoftext|> token: not a CLIP tokenizer".into(),
                 })?;
-        let weights_err = |e: candle_core::Error| ModelError::Config {
-            path: files.weights.clone(),
-            reason: e.to_string(),
-        };
-        // SAFETY: the file is memory-mapped read-only; vl2v never writes model files while running.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, device) }
-                .map_err(weights_err)?;
+        let weights_err = |e| weights_error(&files.weights, e);
+        let vb = mmap_weights(&files.weights, device)?;
         let model = Clip::load(vb, &config, true).map_err(weights_err)?;
         let logit_scale = model
             .logit_scale()

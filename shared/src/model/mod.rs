@@ -16,4 +16,4 @@ pub use files::{
     hub_cache, resolve, sha256_file, weights_sha256, ModelError, ModelFiles, Needs, CONFIG_FILE,
     TOKENIZER_FILE, WEIGHTS_FILE,
 };
-pub use trainable::{load_into_varmap, TRAIN_DTYPE};
+pub use trainable::{load_into_varmap, mmap_weights, weights_error, TRAIN_DTYPE};

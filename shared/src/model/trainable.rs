@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use candle_nn::VarMap;
+use candle_nn::{VarBuilder, VarMap};
 
 use super::ModelError;
 
@@ -39,6 +39,22 @@ pub fn load_into_varmap(varmap: &VarMap, weights: &Path) -> Result<(), ModelErro
         var.set(&tensor).map_err(|e| err(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Frozen f32 weights memory-mapped from a safetensors file: plain tensors, no autograd (inference on
+/// `VarMap` variables keeps every intermediate alive).
+pub fn mmap_weights(weights: &Path, device: &Device) -> Result<VarBuilder<'static>, ModelError> {
+    // SAFETY: read-only memory map of a file vl2v does not modify while it runs.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[weights], TRAIN_DTYPE, device) }
+        .map_err(|e| weights_error(weights, e))
+}
+
+/// A model file that does not fit the architecture, named.
+pub fn weights_error(weights: &Path, e: candle_core::Error) -> ModelError {
+    ModelError::Config {
+        path: weights.to_path_buf(),
+        reason: e.to_string(),
+    }
 }
 
 /// Variables are created in f32: training in half precision is out of scope on CPU.

@@ -23,7 +23,7 @@ pub use batch_norm::{FrozenBatchNorm, BN_EPS};
 pub use resnet::{max_pool_3x3_s2_p1, BlockKind, ResNet, ResNetConfig};
 pub use vit::{Vit, VitConfig};
 
-use super::{load_into_varmap, ModelError, TRAIN_DTYPE};
+use super::{load_into_varmap, mmap_weights, weights_error, ModelError, TRAIN_DTYPE};
 
 /// The architectures vl2v trains as students, by their VL2V names (`--backbone`/`model`).
 pub const STUDENT_NAMES: [&str; 4] = ["resnet18", "resnet50", "vit-small", "vit-base"];
@@ -122,15 +122,10 @@ impl Student {
         config: &StudentConfig,
         device: &Device,
     ) -> std::result::Result<Self, ModelError> {
-        let err = |e: candle_core::Error| ModelError::Config {
-            path: weights.to_path_buf(),
-            reason: e.to_string(),
-        };
-        // SAFETY: read-only memory map of a file vl2v does not modify while it runs.
-        let stats = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], TRAIN_DTYPE, device) }
-            .map_err(err)?;
+        let stats = mmap_weights(weights, device)?;
         let vb = VarBuilder::from_varmap(varmap, TRAIN_DTYPE, device);
-        let student = Self::load_with_stats(vb, stats, config, true).map_err(err)?;
+        let student = Self::load_with_stats(vb, stats, config, true)
+            .map_err(|e| weights_error(weights, e))?;
         load_into_varmap(varmap, weights)?;
         Ok(student)
     }
@@ -141,14 +136,8 @@ impl Student {
         config: &StudentConfig,
         device: &Device,
     ) -> std::result::Result<Self, ModelError> {
-        let err = |e: candle_core::Error| ModelError::Config {
-            path: weights.to_path_buf(),
-            reason: e.to_string(),
-        };
-        // SAFETY: read-only memory map of a file vl2v does not modify while it runs.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], TRAIN_DTYPE, device) }
-            .map_err(err)?;
-        Self::load(vb, config, false).map_err(err)
+        Self::load(mmap_weights(weights, device)?, config, false)
+            .map_err(|e| weights_error(weights, e))
     }
 
     /// Raw features of `n` preprocessed images given as one CHW f32 buffer, through the inference path.
