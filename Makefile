@@ -23,13 +23,13 @@ embed: build
 	./target/release/embed --dataset $(DATASET) --model $(MODEL) $(EMBED_FLAGS)
 
 # From the caches: robustness table, teacher zero-shot, and (given STUDENT_CACHE) ADiP Align, leave-one-out.
-# The distil stage and SWAD arrive with the distill issue.
+# As the paper, with SWAD. The distil stage arrives with the distill issue.
 TEACHER_CACHE ?= data/cache/$(DATASET)/$(subst /,--,$(MODEL))
 STUDENT_CACHE ?=
 distill: build
 	./target/release/distill analyze --cache "$(TEACHER_CACHE)"
 	./target/release/distill run --cache "$(TEACHER_CACHE)" --algorithm zeroshot
-	$(if $(STUDENT_CACHE),./target/release/distill run --cache "$(TEACHER_CACHE)" --student-cache "$(STUDENT_CACHE)" --algorithm adip-align)
+	$(if $(STUDENT_CACHE),./target/release/distill run --cache "$(TEACHER_CACHE)" --student-cache "$(STUDENT_CACHE)" --algorithm adip-align --swad)
 	./target/release/distill report --dataset $(DATASET)
 
 lint:

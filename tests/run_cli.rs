@@ -110,6 +110,7 @@ fn adip_align_trains_skips_and_resumes_identically() {
                 "hparams",
                 "args",
                 "epoch",
+                "tr_outloss",
             ] {
                 assert!(r.get(key).is_some(), "record has {key}: {r}");
             }
@@ -270,4 +271,73 @@ fn zeroshot_erm_lp_and_errors() {
         err.contains("1 augmented views per image but the teacher cache has 2"),
         "{err}"
     );
+}
+
+#[test]
+fn swad_runs_end_with_the_averaged_model() {
+    let c = caches();
+    let work = tempfile::tempdir().unwrap();
+    let student = c.student.to_str().unwrap();
+    let out = work.path().join("runs");
+    let (ok, stdout, stderr) = distill_run(
+        &[
+            "--algorithm",
+            "adip-align",
+            "--student-cache",
+            student,
+            "--test-domain",
+            "art",
+            "--steps",
+            "7",
+            "--checkpoint-freq",
+            "3",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--swad",
+            "--swad-variant",
+            "upstream",
+        ],
+        &c.teacher,
+        &out,
+    );
+    assert!(ok, "{stderr}");
+    let dir = out.join("toy/adip-align/art/seed0");
+    for file in [
+        "results.jsonl",
+        "model.safetensors",
+        "model_swad.safetensors",
+        "done",
+    ] {
+        assert!(dir.join(file).is_file(), "{} has {file}", dir.display());
+    }
+    // No resume checkpoint: an interrupted --swad run restarts from step 0.
+    assert!(!dir.join("checkpoint.safetensors").exists());
+    let recs = records(&dir);
+    let (last, rest) = recs.split_last().unwrap();
+    assert_eq!(last["swad"], true, "{last}");
+    assert!(rest.iter().all(|r| r.get("swad").is_none()));
+    let steps: Vec<u64> = rest.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 3, 6]);
+    for r in &recs {
+        for key in [
+            "train_out",
+            "tr_outloss",
+            "test_in",
+            "test_out",
+            "env0_in_acc",
+            "args",
+        ] {
+            assert!(r.get(key).is_some(), "record has {key}: {r}");
+        }
+        assert_eq!(r["args"]["swad"], "upstream");
+        assert!(r["tr_outloss"].as_f64().unwrap() > 0.0);
+    }
+    assert!(stdout.contains("SWAD test acc (in) %"), "{stdout}");
+
+    // SWAD needs training.
+    let (ok, _, stderr) = distill_run(&["--algorithm", "zeroshot", "--swad"], &c.teacher, &out);
+    assert!(!ok);
+    assert!(stderr.contains("zeroshot trains nothing"), "{stderr}");
 }

@@ -28,18 +28,63 @@ pub fn accuracy_of(predicted: &[Option<usize>], labels: &[usize]) -> f64 {
     correct as f64 / labels.len() as f64
 }
 
-/// Accuracies of `algorithm` on every set, in order.
-pub fn evaluate(algorithm: &dyn Algorithm, sets: &[EvalSet], classes: usize) -> Result<Vec<f64>> {
+/// One set's evaluation: accuracy, and for a training domain's out split also the mean cross-entropy of
+/// the `predict` logits (the official evaluator's loss, averaged into `tr_outloss`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SetResult {
+    pub acc: f64,
+    pub loss: Option<f64>,
+}
+
+/// Mean cross-entropy of `logits` (`[n, C]`, row-major) against `labels`, in f64; 0 for no rows.
+pub fn cross_entropy(logits: &[f32], labels: &[usize], classes: usize) -> f64 {
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let max = row
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+            max + sum.ln() - f64::from(row[y])
+        })
+        .sum();
+    total / labels.len() as f64
+}
+
+/// Evaluates `algorithm` on every set, in order: training-domain out splits from the `predict` logits
+/// (accuracy and loss), test-domain splits with `predict_labels` (accuracy only, like the "fast" evaluator).
+pub fn evaluate(
+    algorithm: &dyn Algorithm,
+    sets: &[EvalSet],
+    classes: usize,
+) -> Result<Vec<SetResult>> {
     sets.iter()
         .map(|set| {
-            let predicted = algorithm.predict_labels(
-                &EvalRows {
-                    student: &set.student,
-                    teacher: &set.teacher,
-                },
-                classes,
-            )?;
-            Ok(accuracy_of(&predicted, &set.labels))
+            let rows = EvalRows {
+                student: &set.student,
+                teacher: &set.teacher,
+            };
+            if set.test_split.is_none() {
+                let logits = algorithm.predict(&rows)?;
+                let predicted: Vec<Option<usize>> = logits
+                    .chunks_exact(classes)
+                    .map(crate::zeroshot::argmax)
+                    .collect();
+                Ok(SetResult {
+                    acc: accuracy_of(&predicted, &set.labels),
+                    loss: Some(cross_entropy(&logits, &set.labels, classes)),
+                })
+            } else {
+                let predicted = algorithm.predict_labels(&rows, classes)?;
+                Ok(SetResult {
+                    acc: accuracy_of(&predicted, &set.labels),
+                    loss: None,
+                })
+            }
         })
         .collect()
 }
@@ -66,6 +111,17 @@ mod tests {
         assert_eq!(select(&[0.2]), Some(0));
         assert_eq!(select(&[f64::NAN, 0.1, 0.1]), Some(1));
         assert_eq!(select(&[]), None);
+    }
+
+    #[test]
+    fn cross_entropy_is_the_mean_negative_log_softmax() {
+        // Uniform logits over 4 classes: ln 4 per row.
+        let ce = cross_entropy(&[1.0; 8], &[0, 3], 4);
+        assert!((ce - 4f64.ln()).abs() < 1e-12);
+        // [0, ln 3] with label 1: −ln(3/4).
+        let ce = cross_entropy(&[0.0, 3f32.ln()], &[1], 2);
+        assert!((ce + (0.75f64).ln()).abs() < 1e-6);
+        assert_eq!(cross_entropy(&[], &[], 3), 0.0);
     }
 
     #[test]

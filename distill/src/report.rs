@@ -6,6 +6,10 @@
 //! row per algorithm, one column per held-out domain (in the order of `args.test_envs`), then `Avg-ID` and
 //! `Avg-OOD`. Each cell is `100·mean ± 100·std/sqrt(n)` (population std, as numpy's) over the replicates
 //! (trial seed × seed); the averages first average the held-out domains within each replicate.
+//!
+//! A `distill run --swad` run has a last line with `"swad": true` (the SWAD-averaged model): it takes no part
+//! in selection, and its `test_in` is the run's OOD figure instead (the paper's headline numbers are SWAD's);
+//! the ID figure stays the selected line's `train_out`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,7 +25,8 @@ const AFTER_HELP: &str = "\
 Reads <runs>/<dataset>/<algorithm>/<test-domain>/seed<k>[-trial<t>]/results.jsonl of every finished run
 (with `done`; unfinished runs are listed on stderr and skipped). Per run: the evaluation with the first
 maximum of train_out (training-domain validation); its test_in is the OOD accuracy for the held-out domain,
-its train_out the ID accuracy. Per dataset, a markdown table (algorithm × held-out domain, then Avg-ID and
+its train_out the ID accuracy. Runs with SWAD (distill run --swad) report the test_in of their \"swad\": true
+line (the averaged model, as the paper does) as OOD instead; that line is never selected. Per dataset, a markdown table (algorithm × held-out domain, then Avg-ID and
 Avg-OOD) of mean ± standard error (population std / sqrt(n)) in percent over replicates (trial seed ×
 seed) goes to stdout and to <runs>/<dataset>/report.md. The averages average the held-out domains within
 each replicate first (replicates with every domain only); a domain without runs prints – (and so do the
@@ -194,7 +199,9 @@ fn table(dataset: &str, results: &[RunResult]) -> String {
         "## {dataset}\n\n\
          Accuracy (%) at the evaluation with the best training-domain validation accuracy: per held-out \
          domain its in split (OOD); Avg-ID = training-domain validation, Avg-OOD = held-out domains, \
-         averaged per replicate. Mean ± standard error over replicates (trial seed × seed).\n\n\
+         averaged per replicate; runs trained with SWAD report the SWAD-averaged model's held-out in-split \
+         accuracy as OOD instead (as the paper does). Mean ± standard error over replicates (trial seed × \
+         seed).\n\n\
          | algorithm |"
     );
     for name in domains.values() {
@@ -214,7 +221,7 @@ fn table(dataset: &str, results: &[RunResult]) -> String {
             let values: Vec<f64> = runs
                 .iter()
                 .filter(|r| r.env == env)
-                .map(|r| r.selected.test_in)
+                .map(|r| r.selected.ood())
                 .collect();
             complete &= !values.is_empty();
             s.push_str(&format!(" {} |", format_cell(&values)));
@@ -234,7 +241,7 @@ fn table(dataset: &str, results: &[RunResult]) -> String {
                 if per_domain.len() == domains.len() {
                     let n = per_domain.len() as f64;
                     id.push(per_domain.iter().map(|r| r.train_out).sum::<f64>() / n);
-                    ood.push(per_domain.iter().map(|r| r.test_in).sum::<f64>() / n);
+                    ood.push(per_domain.iter().map(|r| r.ood()).sum::<f64>() / n);
                 }
             }
         }
@@ -267,6 +274,7 @@ mod tests {
                 step: 0,
                 train_out,
                 test_in,
+                swad_test_in: None,
             },
         }
     }
@@ -285,9 +293,33 @@ mod tests {
             Selected {
                 step: 200,
                 train_out: 0.8,
-                test_in: 0.6
+                test_in: 0.6,
+                swad_test_in: None,
             }
         );
+    }
+
+    #[test]
+    fn the_swad_line_is_not_selected_and_is_the_ood_figure() {
+        let mut records = vec![record(0, 0.5, 0.1), record(200, 0.8, 0.6)];
+        let v = json!({"step": 200, "train_out": 0.95, "test_in": 0.7, "swad": true});
+        records.push((v.to_string(), v));
+        let sel = trainer::selected(&records).unwrap();
+        assert_eq!(
+            sel,
+            Selected {
+                step: 200,
+                train_out: 0.8,
+                test_in: 0.6,
+                swad_test_in: Some(0.7),
+            }
+        );
+        assert_eq!(sel.ood(), 0.7);
+        let mut r = result("swad-alg", 0, 0, 0.8, 0.6);
+        r.selected = sel;
+        let t = table("toy", &[r]);
+        assert!(t.contains("| swad-alg | 70.0 | 80.0 | 70.0 |"), "{t}");
+        assert!(t.contains("SWAD"), "{t}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::algorithms::{self, Overrides, Setup};
 use crate::analyze::PHOTO_TEMPLATE;
 use crate::data::{DomainSplits, ViewTable};
 use crate::evaluate::EvalSet;
+use crate::swad::SwadVariant;
 use crate::teacher_cache::{open_manifest, TeacherCache};
 use crate::trainer::{self, RunConfig, RunData, Selected};
 
@@ -28,7 +29,13 @@ mean out-split accuracy of the training domains); reported = the held-out domain
 
 Runs go to <out>/<dataset>/<algorithm>/<test-domain>/seed<k>/ (seed<k>-trial<t> when --trial-seed is not 0):
 results.jsonl, model.safetensors (selected parameters), checkpoint.safetensors (to resume), done. Runs with
-`done` are skipped; unfinished runs resume from their checkpoint. A markdown table goes to stdout.";
+`done` are skipped; unfinished runs resume from their checkpoint. A markdown table goes to stdout.
+
+SWAD (--swad): the parameters after every step are averaged into segments; each evaluation hands the segment
+with train_out and tr_outloss (mean cross-entropy of the predict logits on the training domains' out splits)
+to the loss valley, which may stop training early (swad_stop on that line). At the end the averaged model is
+evaluated on every split: one more results.jsonl line with \"swad\": true, model_swad.safetensors, and a SWAD
+column in the table. SWAD state is not checkpointed: an interrupted --swad run restarts from step 0.";
 
 /// Train and evaluate an algorithm leave-one-domain-out (DomainBed protocol) from cached embeddings.
 #[derive(Debug, clap::Args)]
@@ -91,9 +98,43 @@ pub struct Args {
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
 
+    /// SWAD (dense weight averaging over the loss valley; erm-lp and adip-align): evaluate the averaged
+    /// model at the end (a last results.jsonl line with "swad": true, model_swad.safetensors) and stop early
+    /// on a dead valley. A --swad run keeps no resume checkpoint: interrupted, it restarts from step 0.
+    #[arg(long)]
+    pub swad: bool,
+
+    /// When SWAD's segment average restarts: vl2v (VL2V-ADiP's default swad_fix: only at checkpoints with
+    /// step % 1000 == 0 and step > 2500) or upstream (after every checkpoint, khanrc/swad).
+    #[arg(long, value_enum, default_value_t = SwadVariantArg::Vl2v, requires = "swad")]
+    pub swad_variant: SwadVariantArg,
+
     /// Testing aid: fail right after the evaluation of this step, as if the run had been killed.
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+}
+
+/// `--swad-variant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwadVariantArg {
+    Vl2v,
+    Upstream,
+}
+
+impl SwadVariantArg {
+    fn variant(self) -> SwadVariant {
+        match self {
+            Self::Vl2v => SwadVariant::Vl2vFix,
+            Self::Upstream => SwadVariant::Upstream,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Vl2v => "vl2v",
+            Self::Upstream => "upstream",
+        }
+    }
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -110,6 +151,10 @@ pub fn run(args: &Args) -> Result<()> {
             entry.name
         );
     }
+    if args.swad && entry.name == "zeroshot" {
+        bail!("--swad averages trained parameters; zeroshot trains nothing (use erm-lp or adip-align)");
+    }
+    let swad = args.swad.then(|| args.swad_variant.variant());
     let teacher = TeacherCache::open(&args.cache)?;
     let m = &teacher.manifest;
     let domains = &m.dataset.domains;
@@ -214,11 +259,7 @@ pub fn run(args: &Args) -> Result<()> {
             .map(|d| splits.in_[d].clone())
             .collect();
         let hparams = algorithm.hparams();
-        let config = RunConfig {
-            steps,
-            checkpoint_freq,
-            seed: args.seed,
-            args: json!({
+        let mut run_args = json!({
                 "dataset": m.dataset.name,
                 "algorithm": entry.name,
                 "test_envs": [test],
@@ -231,9 +272,18 @@ pub fn run(args: &Args) -> Result<()> {
                 "holdout_fraction": args.holdout_fraction,
                 "cache": args.cache,
                 "student_cache": args.student_cache,
-            }),
+        });
+        if args.swad {
+            run_args["swad"] = json!(args.swad_variant.name());
+        }
+        let config = RunConfig {
+            steps,
+            checkpoint_freq,
+            seed: args.seed,
+            args: run_args,
             label: format!("{} {} (test {})", m.dataset.name, entry.name, domains[test]),
             stop_after: args.stop_after,
+            swad,
         };
         let dir = crate::runs::run_dir(
             &args.out,
@@ -256,37 +306,59 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print!(
         "{}",
-        table(&m.dataset.name, entry.name, domains, &summaries)
+        table(&m.dataset.name, entry.name, domains, &summaries, args.swad)
     );
     Ok(())
 }
 
 /// One row per held-out domain (selected step, its test-domain in accuracy and training-domain
-/// validation accuracy), then the averages: OOD (test accuracy) and ID (validation).
-fn table(dataset: &str, algorithm: &str, domains: &[String], rows: &[(usize, Selected)]) -> String {
+/// validation accuracy, and with `swad` the SWAD model's test-domain in accuracy), then the averages: OOD
+/// (test accuracy) and ID (validation).
+fn table(
+    dataset: &str,
+    algorithm: &str,
+    domains: &[String],
+    rows: &[(usize, Selected)],
+    swad: bool,
+) -> String {
+    let pct = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{:.1}", 100.0 * v));
     let mut s = format!(
         "## {dataset} — {algorithm} (training-domain validation)\n\n\
-         | test domain | env | selected step | test acc (in) % | train-domain val % |\n\
-         |---|---|---|---|---|\n"
+         | test domain | env | selected step | test acc (in) % | train-domain val % |{}\n\
+         |---|---|---|---|---|{}\n",
+        if swad { " SWAD test acc (in) % |" } else { "" },
+        if swad { "---|" } else { "" }
     );
     for (env, sel) in rows {
         s.push_str(&format!(
-            "| {} | {env} | {} | {:.1} | {:.1} |\n",
+            "| {} | {env} | {} | {:.1} | {:.1} |",
             domains[*env],
             sel.step,
             100.0 * sel.test_in,
             100.0 * sel.train_out
         ));
+        if swad {
+            s.push_str(&format!(" {} |", pct(sel.swad_test_in)));
+        }
+        s.push('\n');
     }
     if !rows.is_empty() {
         let n = rows.len() as f64;
         let ood = rows.iter().map(|(_, r)| r.test_in).sum::<f64>() / n;
         let id = rows.iter().map(|(_, r)| r.train_out).sum::<f64>() / n;
         s.push_str(&format!(
-            "| **Avg** (OOD / ID) | | | {:.1} | {:.1} |\n",
+            "| **Avg** (OOD / ID) | | | {:.1} | {:.1} |",
             100.0 * ood,
             100.0 * id
         ));
+        if swad {
+            let swad_ood: Option<Vec<f64>> = rows.iter().map(|(_, r)| r.swad_test_in).collect();
+            s.push_str(&format!(
+                " {} |",
+                pct(swad_ood.map(|v| v.iter().sum::<f64>() / n))
+            ));
+        }
+        s.push('\n');
     }
     s
 }
@@ -301,17 +373,42 @@ mod tests {
             step,
             train_out,
             test_in,
+            swad_test_in: None,
         };
         let t = table(
             "toy",
             "erm-lp",
             &["a".into(), "b".into()],
             &[(0, sel(3, 0.5, 0.25)), (1, sel(0, 1.0, 0.75))],
+            false,
         );
         assert!(t.contains("| a | 0 | 3 | 25.0 | 50.0 |"), "{t}");
         assert!(t.contains("| b | 1 | 0 | 75.0 | 100.0 |"), "{t}");
         assert!(
             t.contains("| **Avg** (OOD / ID) | | | 50.0 | 75.0 |"),
+            "{t}"
+        );
+        let swad = |s: Selected, v| Selected {
+            swad_test_in: Some(v),
+            ..s
+        };
+        let t = table(
+            "toy",
+            "adip-align",
+            &["a".into(), "b".into()],
+            &[
+                (0, swad(sel(3, 0.5, 0.25), 0.5)),
+                (1, swad(sel(0, 1.0, 0.75), 0.75)),
+            ],
+            true,
+        );
+        assert!(
+            t.contains("| SWAD test acc (in) % |\n|---|---|---|---|---|---|\n"),
+            "{t}"
+        );
+        assert!(t.contains("| a | 0 | 3 | 25.0 | 50.0 | 50.0 |"), "{t}");
+        assert!(
+            t.contains("| **Avg** (OOD / ID) | | | 50.0 | 75.0 | 62.5 |"),
             "{t}"
         );
     }

@@ -20,6 +20,8 @@ use crate::algorithms::NamedTensor;
 
 pub const RESULTS: &str = "results.jsonl";
 pub const MODEL: &str = "model.safetensors";
+/// The SWAD-averaged parameters (`distill run --swad`).
+pub const MODEL_SWAD: &str = "model_swad.safetensors";
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const DONE: &str = "done";
 const META: &str = "meta";

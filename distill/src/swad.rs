@@ -28,9 +28,6 @@
 //! - at the end the final model is [`LossValley::get_final_model`]; BN statistics are not recomputed
 //!   (`freeze_bn = True`).
 
-// The training loop that calls this is being written separately; until then nothing in the binary uses it.
-#![allow(dead_code)]
-
 mod averaged;
 mod loss_valley;
 #[cfg(test)]
@@ -144,6 +141,7 @@ impl Swad {
     }
 
     /// The current segment average.
+    #[cfg_attr(not(test), allow(dead_code))] // part of the unit's API, used by its tests
     pub fn segment(&self) -> &AveragedModel {
         &self.segment
     }
@@ -160,6 +158,7 @@ impl Swad {
     }
 
     /// The SWAD model's parameters; `None` if there was no checkpoint.
+    #[cfg_attr(not(test), allow(dead_code))] // part of the unit's API, used by its tests
     pub fn finish(self) -> Result<Option<NamedParams>> {
         Ok(self.finish_model()?.map(|m| m.params()))
     }

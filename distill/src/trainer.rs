@@ -4,18 +4,27 @@
 //! Like DomainBed's `train.py`, step `s` first updates and then (if `s % checkpoint_freq == 0` or it is
 //! the last step) evaluates, so the record of step `s` is the model after `s + 1` updates and its `loss`
 //! is the mean of the updates since the previous record.
+//!
+//! With SWAD (`RunConfig::swad`) the parameters after every step go to [`Swad::after_step`] and every
+//! evaluation to [`Swad::at_checkpoint`] (`train_out`, `tr_outloss`); a dead loss valley stops training
+//! (`swad_stop` on that record). At the end the averaged parameters are evaluated on every split (a last
+//! results.jsonl line with `"swad": true`) and saved to model_swad.safetensors. SWAD state is not
+//! checkpointed: a `--swad` run writes no checkpoint.safetensors, so an interrupted one restarts from step 0
+//! (the segment and loss-valley history would otherwise have to be saved as several parameter sets).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 
+use crate::algorithms::NamedTensor;
 use crate::algorithms::{Algorithm, Batch};
 use crate::data::{Rng, Sampler, ViewTable};
 use crate::evaluate::{evaluate, select, EvalSet};
-use crate::runs::{self, load_tensors, save_tensors, CHECKPOINT, DONE, MODEL};
+use crate::runs::{self, load_tensors, save_tensors, CHECKPOINT, DONE, MODEL, MODEL_SWAD};
+use crate::swad::{Decision, Swad, SwadConfig, SwadVariant};
 
 /// Everything one run reads.
 pub struct RunData<'a> {
@@ -43,6 +52,8 @@ pub struct RunConfig {
     pub label: String,
     /// Stop with an error right after the evaluation of this step (simulates an interrupted run).
     pub stop_after: Option<usize>,
+    /// Run SWAD with this variant (trainable algorithms only).
+    pub swad: Option<SwadVariant>,
 }
 
 /// The selected evaluation of a finished run.
@@ -51,10 +62,33 @@ pub struct Selected {
     pub step: u64,
     pub train_out: f64,
     pub test_in: f64,
+    /// `test_in` of the SWAD-averaged model (the `"swad": true` line), if the run used SWAD.
+    pub swad_test_in: Option<f64>,
 }
 
-/// The selected record of `records` (first maximum of `train_out`).
+impl Selected {
+    /// The run's OOD figure: the SWAD model's `test_in` if there is one, else the selected `test_in`.
+    pub fn ood(&self) -> f64 {
+        self.swad_test_in.unwrap_or(self.test_in)
+    }
+}
+
+/// Whether a results.jsonl record is the evaluation of the SWAD-averaged model.
+pub fn is_swad_record(record: &Value) -> bool {
+    record.get("swad").and_then(Value::as_bool) == Some(true)
+}
+
+/// The selected record of `records` (first maximum of `train_out` among the non-SWAD records), plus the
+/// SWAD line's `test_in` if there is one.
 pub fn selected(records: &[(String, Value)]) -> Result<Selected> {
+    let swad_test_in = records
+        .iter()
+        .rev()
+        .find(|(_, r)| is_swad_record(r))
+        .map(|(_, r)| runs::record_f64(r, "test_in"))
+        .transpose()?;
+    let records: Vec<&(String, Value)> =
+        records.iter().filter(|(_, r)| !is_swad_record(r)).collect();
     let train_out = records
         .iter()
         .map(|(_, r)| runs::record_f64(r, "train_out"))
@@ -66,6 +100,7 @@ pub fn selected(records: &[(String, Value)]) -> Result<Selected> {
         step: runs::record_step(&records[i].1)?,
         train_out: train_out[i],
         test_in: runs::record_f64(&records[i].1, "test_in")?,
+        swad_test_in,
     })
 }
 
@@ -152,7 +187,7 @@ fn run_on_pool(
         eprintln!("{}: resuming after step {step}", config.label);
     } else {
         // No checkpoint: nothing earlier in the directory can be trusted.
-        for stale in [runs::RESULTS, MODEL] {
+        for stale in [runs::RESULTS, MODEL, MODEL_SWAD, CHECKPOINT] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
     }
@@ -175,6 +210,14 @@ fn run_on_pool(
         .iter()
         .map(|p| p.len() as f64 / algorithm.batch_size().max(1) as f64)
         .fold(f64::INFINITY, f64::min);
+    let mut swad = match config.swad {
+        Some(variant) => {
+            ensure!(trains, "--swad needs an algorithm that trains");
+            Some(Swad::new(SwadConfig::new(variant))?)
+        }
+        None => None,
+    };
+    let mut last_step = start.saturating_sub(1);
     let mut picks = Vec::new();
     let (mut xs, mut xt, mut ys) = (Vec::new(), Vec::new(), Vec::new());
     let mut sums: BTreeMap<&'static str, f64> = BTreeMap::new();
@@ -209,52 +252,46 @@ fn run_on_pool(
                 *sums.entry(name).or_default() += value;
             }
             count += 1;
+            if let Some(swad) = swad.as_mut() {
+                swad.after_step(step as u64, &algorithm.params()?)?;
+            }
             bar.inc(1);
         }
         if step % config.checkpoint_freq != 0 && step + 1 != steps {
             continue;
         }
-        let accs = evaluate(algorithm, &data.eval, data.classes)?;
-        let mut record = Map::new();
-        record.insert("args".into(), config.args.clone());
-        record.insert("hparams".into(), algorithm.hparams());
-        record.insert("step".into(), json!(step));
+        let (mut record, train_out, tr_outloss) = eval_record(algorithm, data, config, step)?;
         if trains {
             record.insert("epoch".into(), json!(step as f64 / steps_per_epoch));
             for (name, sum) in &sums {
                 record.insert((*name).into(), json!(sum / count as f64));
             }
         }
-        let (mut train_out, mut n_train) = (0.0, 0usize);
-        for (set, &acc) in data.eval.iter().zip(&accs) {
-            record.insert(set.key.clone(), json!(acc));
-            match set.test_split {
-                Some(split) => {
-                    record.insert(format!("test_{split}"), json!(acc));
-                }
-                None => {
-                    train_out += acc;
-                    n_train += 1;
-                }
+        let mut stop = false;
+        if let Some(swad) = swad.as_mut() {
+            if swad.at_checkpoint(step as u64, train_out, tr_outloss)? == Decision::Stop {
+                record.insert("swad_stop".into(), json!(true));
+                stop = true;
             }
         }
-        let train_out = if n_train > 0 {
-            train_out / n_train as f64
-        } else {
-            0.0
-        };
-        record.insert("train_out".into(), json!(train_out));
         bar.suspend(|| {
             eprintln!(
-                "{} step {step}: loss {} train_out {:.4} test_in {:.4}",
+                "{} step {step}: loss {} train_out {:.4} tr_outloss {:.4} test_in {:.4}",
                 config.label,
                 record
                     .get("loss")
                     .and_then(Value::as_f64)
                     .map_or("-".into(), |l| format!("{l:.4}")),
                 train_out,
+                tr_outloss,
                 record.get("test_in").and_then(Value::as_f64).unwrap_or(0.0)
-            )
+            );
+            if stop {
+                eprintln!(
+                    "{} step {step}: SWAD's loss valley is dead, training stops early",
+                    config.label
+                );
+            }
         });
         let record = Value::Object(record);
         records.push((serde_json::to_string(&record)?, record));
@@ -263,7 +300,7 @@ fn run_on_pool(
             best = Some(train_out);
             save_tensors(&dir.join(MODEL), &algorithm.parameters(), None)?;
         }
-        if trains {
+        if trains && swad.is_none() {
             let (tensors, adam_t) = algorithm.state();
             let rng = sampler.as_ref().map_or(0, |s| s.rng.state);
             let meta = json!({"args": args_text, "step": step, "adam_t": adam_t, "rng": rng});
@@ -275,10 +312,91 @@ fn run_on_pool(
             bar.finish_and_clear();
             bail!("{}: stopped after step {step} as asked", config.label);
         }
+        last_step = step;
+        if stop {
+            break;
+        }
     }
     bar.finish_and_clear();
+    if let Some(swad) = swad {
+        let valley = swad.loss_valley();
+        eprintln!(
+            "{}: SWAD ({:?}) loss valley: converged at step {}, threshold {}",
+            config.label,
+            swad.variant(),
+            valley
+                .converge_step()
+                .map_or("- (never; the last segment is used)".into(), |s| s
+                    .to_string()),
+            valley.threshold().map_or("-".into(), |t| format!("{t:.4}"))
+        );
+        let model = swad
+            .finish_model()?
+            .context("SWAD has no averaged model (no evaluation happened)")?;
+        let params = model.params();
+        let mut named: Vec<NamedTensor> = Vec::with_capacity(params.len());
+        let mut map = HashMap::new();
+        for (name, t) in &params {
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
+            named.push((name.clone(), t.dims().to_vec(), values.clone()));
+            map.insert(name.clone(), values);
+        }
+        algorithm.load_parameters(&map)?;
+        let (mut record, train_out, _) = eval_record(algorithm, data, config, last_step)?;
+        record.insert("swad".into(), json!(true));
+        record.insert("swad_start_step".into(), json!(model.start_step()));
+        record.insert("swad_end_step".into(), json!(model.end_step()));
+        record.insert("swad_n_averaged".into(), json!(model.n_averaged()));
+        eprintln!(
+            "{}: SWAD [{}-{}] (N={}): train_out {:.4} test_in {:.4}",
+            config.label,
+            model.start_step().map_or("-".into(), |s| s.to_string()),
+            model.end_step().map_or("-".into(), |s| s.to_string()),
+            model.n_averaged(),
+            train_out,
+            record.get("test_in").and_then(Value::as_f64).unwrap_or(0.0)
+        );
+        let record = Value::Object(record);
+        records.push((serde_json::to_string(&record)?, record));
+        runs::write_results(dir, &records)?;
+        save_tensors(&dir.join(MODEL_SWAD), &named, None)?;
+    }
     vl2v::cache::write_bytes_atomic(&dir.join(DONE), b"done\n")?;
     selected(&records)
+}
+
+/// The evaluation part of a results.jsonl record at `step` (args, hparams, step, per-split accuracies,
+/// `test_in` / `test_out`, `train_out`, `tr_outloss`), with `train_out` and `tr_outloss`.
+fn eval_record(
+    algorithm: &dyn Algorithm,
+    data: &RunData,
+    config: &RunConfig,
+    step: usize,
+) -> Result<(Map<String, Value>, f64, f64)> {
+    let results = evaluate(algorithm, &data.eval, data.classes)?;
+    let mut record = Map::new();
+    record.insert("args".into(), config.args.clone());
+    record.insert("hparams".into(), algorithm.hparams());
+    record.insert("step".into(), json!(step));
+    let (mut train_out, mut loss, mut n_train) = (0.0, 0.0, 0usize);
+    for (set, r) in data.eval.iter().zip(&results) {
+        record.insert(set.key.clone(), json!(r.acc));
+        match set.test_split {
+            Some(split) => {
+                record.insert(format!("test_{split}"), json!(r.acc));
+            }
+            None => {
+                train_out += r.acc;
+                loss += r.loss.unwrap_or(0.0);
+                n_train += 1;
+            }
+        }
+    }
+    let n = n_train.max(1) as f64;
+    let (train_out, loss) = (train_out / n, loss / n);
+    record.insert("train_out".into(), json!(train_out));
+    record.insert("tr_outloss".into(), json!(loss));
+    Ok((record, train_out, loss))
 }
 
 impl RunData<'_> {

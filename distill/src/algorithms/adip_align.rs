@@ -147,6 +147,10 @@ impl Algorithm for AdipAlign {
     fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()> {
         self.proj.load_state("proj.", tensors, steps)
     }
+
+    fn load_parameters(&mut self, tensors: &HashMap<String, Vec<f32>>) -> Result<()> {
+        self.proj.load_parameters("proj.", tensors)
+    }
 }
 
 #[cfg(test)]

@@ -290,6 +290,30 @@ impl Linear {
         (out, self.adam.t)
     }
 
+    /// Replaces weight and bias by `{prefix}weight` / `{prefix}bias` of `tensors`.
+    pub fn load_parameters(
+        &mut self,
+        prefix: &str,
+        tensors: &HashMap<String, Vec<f32>>,
+    ) -> Result<()> {
+        let sizes = [self.outputs * self.inputs, self.outputs];
+        for (i, name) in ["weight", "bias"].iter().enumerate() {
+            let name = format!("{prefix}{name}");
+            let v = tensors
+                .get(&name)
+                .with_context(|| format!("no tensor {name}"))?;
+            ensure!(
+                v.len() == sizes[i],
+                "tensor {name} has {} values, expected {}",
+                v.len(),
+                sizes[i]
+            );
+        }
+        self.weight.clone_from(&tensors[&format!("{prefix}weight")]);
+        self.bias.clone_from(&tensors[&format!("{prefix}bias")]);
+        Ok(())
+    }
+
     pub fn load_state(
         &mut self,
         prefix: &str,

@@ -85,4 +85,8 @@ impl Algorithm for LinearProbe {
     fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()> {
         self.classifier.load_state("classifier.", tensors, steps)
     }
+
+    fn load_parameters(&mut self, tensors: &HashMap<String, Vec<f32>>) -> Result<()> {
+        self.classifier.load_parameters("classifier.", tensors)
+    }
 }

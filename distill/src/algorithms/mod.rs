@@ -81,6 +81,25 @@ pub trait Algorithm: Send {
     fn state(&self) -> (Vec<NamedTensor>, u64);
     /// Restores what [`Algorithm::state`] returned.
     fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()>;
+    /// The trainable parameters as named CPU tensors (what SWAD averages after every step): one copy of
+    /// each parameter buffer, moved into its tensor.
+    fn params(&self) -> Result<Vec<(String, candle_core::Tensor)>> {
+        self.parameters()
+            .into_iter()
+            .map(|(name, shape, values)| {
+                Ok((
+                    name,
+                    candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu)?,
+                ))
+            })
+            .collect()
+    }
+    /// Replaces the parameters by `tensors` (names as in [`Algorithm::parameters`]; e.g. the SWAD
+    /// average), leaving the optimiser state alone.
+    fn load_parameters(&mut self, tensors: &HashMap<String, Vec<f32>>) -> Result<()> {
+        let _ = tensors;
+        bail!("this algorithm has no trainable parameters")
+    }
 }
 
 /// A registered algorithm.

@@ -80,6 +80,7 @@ impl LossValley {
         })
     }
 
+    #[allow(dead_code)] // part of the unit's API
     pub fn config(&self) -> LossValleyConfig {
         self.config
     }
@@ -105,6 +106,7 @@ impl LossValley {
     }
 
     /// The final average built so far (`None` before convergence).
+    #[cfg_attr(not(test), allow(dead_code))] // part of the unit's API, used by its tests
     pub fn final_model(&self) -> Option<&AveragedModel> {
         self.final_model.as_ref()
     }

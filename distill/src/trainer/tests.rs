@@ -95,6 +95,7 @@ fn config(steps: usize) -> RunConfig {
         args: json!({"test": true}),
         label: "test".into(),
         stop_after: None,
+        swad: None,
     }
 }
 
@@ -185,7 +186,8 @@ fn a_nan_loss_names_the_step() {
 
 /// The benchmark configuration (OfficeHome-sized adip-align, 768-d student, 512-d teacher, 5001 steps,
 /// 32 × 3 images per step, evaluation every 200 steps) on random features:
-/// `cargo test -p distill --release -- --ignored --nocapture officehome_sized`, or against PyTorch with
+/// `cargo test -p distill --release -- --ignored --nocapture officehome_sized` (with `ALIGN_BENCH_SWAD=vl2v`
+/// for a `--swad` run), or against PyTorch with
 /// `bash tests/bench/run_align_bench.sh`.
 #[test]
 #[ignore]
@@ -194,9 +196,17 @@ fn officehome_sized_adip_align_timing() {
     let s = synthetic(n, domains, 2, classes, 768, 512);
     let data = run_data(&s, domains, classes);
     let dir = tempfile::tempdir().unwrap();
+    // ALIGN_BENCH_SWAD=vl2v|upstream times the run with SWAD.
+    let swad = std::env::var("ALIGN_BENCH_SWAD")
+        .ok()
+        .map(|v| match v.as_str() {
+            "upstream" => SwadVariant::Upstream,
+            _ => SwadVariant::Vl2vFix,
+        });
     let cfg = RunConfig {
         steps: 5001,
         checkpoint_freq: 200,
+        swad,
         ..config(0)
     };
     let setup = Setup {
@@ -219,4 +229,114 @@ fn officehome_sized_adip_align_timing() {
         "align-bench {{\"seconds\": {seconds:.4}, \"steps\": {}}}",
         cfg.steps
     );
+}
+
+#[test]
+fn swad_runs_evaluate_the_averaged_model_and_restart_when_interrupted() {
+    // A learnable student: its features are the teacher's (view 0 only).
+    let mut s = synthetic(200, 3, 1, 4, 8, 8);
+    let all: Vec<usize> = (0..200).collect();
+    s.student = ViewTable::from_values(8, 1, s.teacher.gather_view0(&all));
+    let data = run_data(&s, 3, 4);
+    for variant in [SwadVariant::Vl2vFix, SwadVariant::Upstream] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = build("adip-align", &s, 4, 1e-2);
+        let cfg = RunConfig {
+            swad: Some(variant),
+            ..config(41)
+        };
+        let chosen = run(dir.path(), a.as_mut(), &data, &cfg).unwrap();
+        let records = runs::read_results(dir.path()).unwrap();
+        let (last, rest) = records.split_last().unwrap();
+        assert!(is_swad_record(&last.1), "{variant:?}: {}", last.0);
+        assert!(rest.iter().all(|(_, r)| !is_swad_record(r)));
+        for (_, r) in &records {
+            let loss = runs::record_f64(r, "tr_outloss").unwrap();
+            assert!(loss.is_finite() && loss > 0.0, "{variant:?}: {loss}");
+        }
+        for key in [
+            "train_out",
+            "test_in",
+            "test_out",
+            "env0_in_acc",
+            "env1_out_acc",
+        ] {
+            let acc = runs::record_f64(&last.1, key).unwrap();
+            assert!((0.0..=1.0).contains(&acc), "{variant:?} {key}: {acc}");
+        }
+        // The task is learnable: the averaged model is far above chance (0.25).
+        assert!(
+            runs::record_f64(&last.1, "test_in").unwrap() > 0.5,
+            "{}",
+            last.0
+        );
+        let swad_test_in = runs::record_f64(&last.1, "test_in").unwrap();
+        assert!((chosen.swad_test_in.unwrap() - swad_test_in).abs() < 1e-12);
+        let n = last.1["swad_n_averaged"].as_u64().unwrap();
+        assert!(n >= 1, "{}", last.0);
+        let (tensors, _) = load_tensors(&dir.path().join(MODEL_SWAD)).unwrap();
+        assert_eq!(tensors["proj.weight"].len(), 8 * 8);
+        assert!(!dir.path().join(CHECKPOINT).exists());
+        assert!(dir.path().join(DONE).is_file());
+        // Skipped when done, with the same selection (read back from JSON: equal up to the last bit).
+        let mut b = build("adip-align", &s, 4, 1e-2);
+        let skipped = run(dir.path(), b.as_mut(), &data, &cfg).unwrap();
+        assert_eq!(skipped.step, chosen.step);
+        assert!((skipped.test_in - chosen.test_in).abs() < 1e-12);
+        assert!((skipped.ood() - chosen.ood()).abs() < 1e-12);
+        assert!(skipped.swad_test_in.is_some());
+
+        // Interrupted: no checkpoint, so the rerun starts from step 0 and ends identical.
+        let parts = tempfile::tempdir().unwrap();
+        let mut c = build("adip-align", &s, 4, 1e-2);
+        let stopped = RunConfig {
+            stop_after: Some(8),
+            ..RunConfig {
+                swad: Some(variant),
+                ..config(41)
+            }
+        };
+        assert!(run(parts.path(), c.as_mut(), &data, &stopped).is_err());
+        assert!(!parts.path().join(CHECKPOINT).exists());
+        let mut d = build("adip-align", &s, 4, 1e-2);
+        run(parts.path(), d.as_mut(), &data, &cfg).unwrap();
+        assert_eq!(
+            std::fs::read(parts.path().join(runs::RESULTS)).unwrap(),
+            std::fs::read(dir.path().join(runs::RESULTS)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn swad_stops_training_on_a_dead_valley() {
+    // A learnable problem whose validation labels are shifted by one class: the better the probe fits the
+    // training domains, the higher the validation loss, so the valley dies right after it starts.
+    let mut s = synthetic(200, 3, 1, 4, 8, 8);
+    let all: Vec<usize> = (0..200).collect();
+    s.student = ViewTable::from_values(8, 1, s.teacher.gather_view0(&all));
+    let mut data = run_data(&s, 3, 4);
+    for set in data.eval.iter_mut().filter(|set| set.test_split.is_none()) {
+        set.labels.iter_mut().for_each(|y| *y = (*y + 1) % 4);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = build("erm-lp", &s, 4, 1e-2);
+    let cfg = RunConfig {
+        swad: Some(SwadVariant::Upstream),
+        checkpoint_freq: 4,
+        ..config(400)
+    };
+    run(dir.path(), a.as_mut(), &data, &cfg).unwrap();
+    let records = runs::read_results(dir.path()).unwrap();
+    let last = &records.last().unwrap().1;
+    assert!(is_swad_record(last));
+    let stopped: Vec<_> = records
+        .iter()
+        .filter(|(_, r)| r.get("swad_stop").and_then(Value::as_bool) == Some(true))
+        .collect();
+    assert_eq!(stopped.len(), 1, "{records:?}");
+    let step = runs::record_step(&stopped[0].1).unwrap();
+    assert!(step < 399);
+    // The stop is the last training record; the SWAD line follows it.
+    assert_eq!(&records[records.len() - 2].1, &stopped[0].1);
+    assert_eq!(runs::record_step(last).unwrap(), step);
 }
