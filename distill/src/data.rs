@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Result};
-use vl2v::cache::{image_rows_from_batch, ImageBatches, Manifest};
+use vl2v::cache::Manifest;
 use vl2v::splits::domainbed_split;
+
+use crate::teacher_cache::for_each_row;
 
 /// Every view (0..=K) of every image of a cache as one row-major `[N, K+1, D]` matrix.
 #[derive(Clone, Debug)]
@@ -48,50 +50,37 @@ impl ViewTable {
             .collect();
         let mut values = vec![0.0f32; paths.len() * views * dim];
         let mut seen = vec![false; paths.len() * views];
-        for part in &manifest.parts {
-            let path = dir.join(part);
-            let mut batches = ImageBatches::new([&path]);
-            while let Some(batch) = batches.next() {
-                let batch = batch?;
-                if let Some((found, _)) = batches.layout() {
-                    ensure!(
-                        found == dim,
-                        "{}: embeddings are {found}-d but manifest.json says {dim}-d",
-                        path.display()
-                    );
-                }
-                for row in image_rows_from_batch(&batch)? {
-                    let Some(&image) = index.get(row.path.as_str()) else {
-                        bail!(
-                            "{}: the {what} cache holds image {}, which the teacher cache does not: the \
-                             caches must be embedded from the same dataset",
-                            path.display(),
-                            row.path
-                        );
-                    };
-                    let view = usize::try_from(row.view).ok().filter(|&v| v < views);
-                    let Some(view) = view else {
-                        bail!(
-                            "{}: image {} has view {}, but the caches have views 0..={}",
-                            path.display(),
-                            row.path,
-                            row.view,
-                            views - 1
-                        );
-                    };
-                    let at = image * views + view;
-                    ensure!(
-                        !seen[at],
-                        "{}: image {} view {} appears twice",
-                        path.display(),
-                        row.path,
-                        view
-                    );
-                    seen[at] = true;
-                    values[at * dim..(at + 1) * dim].copy_from_slice(&row.embedding);
-                }
-            }
-        }
+        for_each_row(dir, manifest, |path, row| {
+            let Some(&image) = index.get(row.path.as_str()) else {
+                bail!(
+                    "{}: the {what} cache holds image {}, which the teacher cache does not: the \
+                     caches must be embedded from the same dataset",
+                    path.display(),
+                    row.path
+                );
+            };
+            let view = usize::try_from(row.view).ok().filter(|&v| v < views);
+            let Some(view) = view else {
+                bail!(
+                    "{}: image {} has view {}, but the caches have views 0..={}",
+                    path.display(),
+                    row.path,
+                    row.view,
+                    views - 1
+                );
+            };
+            let at = image * views + view;
+            ensure!(
+                !seen[at],
+                "{}: image {} view {} appears twice",
+                path.display(),
+                row.path,
+                view
+            );
+            seen[at] = true;
+            values[at * dim..(at + 1) * dim].copy_from_slice(&row.embedding);
+            Ok(())
+        })?;
         if let Some(missing) = seen.iter().position(|&s| !s) {
             bail!(
                 "the {what} cache {} lacks image {} view {} (the image lists or view sets of the caches \

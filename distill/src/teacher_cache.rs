@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Result};
 use vl2v::cache::{
-    image_rows_from_batch, read_texts, EncoderRole, ImageBatches, Manifest, TextRow, TEXTS_FILE,
+    image_rows_from_batch, read_texts, EncoderRole, ImageBatches, ImageRow, Manifest, TextRow,
+    TEXTS_FILE,
 };
 
 /// The evaluation view of every image of a cache, rows in cache order (part order, then row order).
@@ -72,46 +73,33 @@ impl ImageTable {
         let mut embeddings = Vec::with_capacity(expected.saturating_mul(dim));
         let (mut domains, mut labels, mut paths) = (Vec::new(), Vec::new(), Vec::new());
 
-        for part in &manifest.parts {
-            let path = dir.join(part);
-            let mut batches = ImageBatches::new([&path]);
-            while let Some(batch) = batches.next() {
-                let batch = batch?;
-                if let Some((found, _)) = batches.layout() {
-                    ensure!(
-                        found == dim,
-                        "{}: embeddings are {found}-d but manifest.json says {dim}-d",
-                        path.display()
-                    );
-                }
-                for row in image_rows_from_batch(&batch)? {
-                    if row.view != 0 {
-                        continue;
-                    }
-                    let Some(&domain) = domain_index.get(row.domain.as_str()) else {
-                        bail!(
-                            "{}: image {} has domain '{}', which is not in manifest.json's domains",
-                            path.display(),
-                            row.path,
-                            row.domain
-                        );
-                    };
-                    let label = usize::try_from(row.label).ok().filter(|&l| l < classes);
-                    let Some(label) = label else {
-                        bail!(
-                            "{}: image {} has label {}, but manifest.json lists {classes} classes",
-                            path.display(),
-                            row.path,
-                            row.label
-                        );
-                    };
-                    embeddings.extend_from_slice(&row.embedding);
-                    domains.push(domain);
-                    labels.push(label);
-                    paths.push(row.path);
-                }
+        for_each_row(dir, manifest, |path, row| {
+            if row.view != 0 {
+                return Ok(());
             }
-        }
+            let Some(&domain) = domain_index.get(row.domain.as_str()) else {
+                bail!(
+                    "{}: image {} has domain '{}', which is not in manifest.json's domains",
+                    path.display(),
+                    row.path,
+                    row.domain
+                );
+            };
+            let label = usize::try_from(row.label).ok().filter(|&l| l < classes);
+            let Some(label) = label else {
+                bail!(
+                    "{}: image {} has label {}, but manifest.json lists {classes} classes",
+                    path.display(),
+                    row.path,
+                    row.label
+                );
+            };
+            embeddings.extend_from_slice(&row.embedding);
+            domains.push(domain);
+            labels.push(label);
+            paths.push(row.path);
+            Ok(())
+        })?;
         ensure!(
             labels.len() == expected,
             "{}: manifest.json counts {expected} images but its parts hold {} evaluation-view rows \
@@ -355,6 +343,35 @@ pub fn open_manifest(dir: &Path) -> Result<Manifest> {
         );
     }
     Ok(Manifest::read(dir)?)
+}
+
+/// Streams every row of every part listed in `manifest` (parts relative to `dir`), one record batch at a
+/// time, after checking each part's embedding size against the manifest. `f` gets the part's path too,
+/// for error messages.
+pub fn for_each_row(
+    dir: &Path,
+    manifest: &Manifest,
+    mut f: impl FnMut(&Path, ImageRow) -> Result<()>,
+) -> Result<()> {
+    let dim = manifest.encoder.embedding_dim;
+    for part in &manifest.parts {
+        let path = dir.join(part);
+        let mut batches = ImageBatches::new([&path]);
+        while let Some(batch) = batches.next() {
+            let batch = batch?;
+            if let Some((found, _)) = batches.layout() {
+                ensure!(
+                    found == dim,
+                    "{}: embeddings are {found}-d but manifest.json says {dim}-d",
+                    path.display()
+                );
+            }
+            for row in image_rows_from_batch(&batch)? {
+                f(&path, row)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
