@@ -60,6 +60,37 @@ impl Adam {
     }
 }
 
+impl Adam {
+    /// One step over candle variables (one moment buffer each, in a fixed order) with the gradients of
+    /// `grads`. As torch, a variable without a gradient is left alone, moments included. Parameters go
+    /// through the same [`AdamUpdate::apply`] as the linear layers', so both follow torch to the bit.
+    pub fn step_vars(
+        &mut self,
+        vars: &[&candle_core::Var],
+        grads: &candle_core::backprop::GradStore,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        assert_eq!(vars.len(), self.m.len(), "one moment buffer per variable");
+        let update = self.begin_step();
+        vars.par_iter()
+            .zip(self.m.par_iter_mut())
+            .zip(self.v.par_iter_mut())
+            .try_for_each(|((var, m), v)| {
+                let Some(g) = grads.get(var.as_tensor()) else {
+                    return Ok(());
+                };
+                let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let g = g.flatten_all()?.to_vec1::<f32>()?;
+                update.apply(&mut p, &g, m, v);
+                var.set(&candle_core::Tensor::from_vec(
+                    p,
+                    var.shape(),
+                    var.device(),
+                )?)
+            })
+    }
+}
+
 /// The coefficients of one Adam step (from [`Adam::begin_step`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamUpdate {

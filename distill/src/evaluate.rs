@@ -10,6 +10,8 @@ pub struct EvalSet {
     pub key: String,
     /// Test-domain split (`in` or `out`), or `None` for a training domain's `out` split.
     pub test_split: Option<&'static str>,
+    /// Image numbers (what the algorithms that load images evaluate on).
+    pub images: Vec<usize>,
     pub student: Vec<f32>,
     pub teacher: Vec<f32>,
     pub labels: Vec<usize>,
@@ -65,6 +67,7 @@ pub fn evaluate(
     sets.iter()
         .map(|set| {
             let rows = EvalRows {
+                images: &set.images,
                 student: &set.student,
                 teacher: &set.teacher,
             };

@@ -7,8 +7,12 @@ static GLOBAL: vl2v::alloc::Allocator = vl2v::alloc::ALLOCATOR;
 mod adam;
 mod algorithms;
 mod analyze;
+mod backbone;
+mod backbone_source;
 mod data;
 mod evaluate;
+mod graph_losses;
+mod images;
 mod losses;
 mod report;
 mod run_cmd;
@@ -37,8 +41,9 @@ enum Command {
     Splits(splits_cmd::Args),
     /// The paper's CLIP-embedding robustness table (E1–E6) from a teacher cache alone, as markdown.
     Analyze(analyze::Args),
-    /// Train and evaluate an algorithm (zeroshot, erm-lp, adip-align) leave-one-domain-out.
-    Run(run_cmd::Args),
+    /// Train and evaluate an algorithm (zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill, sd)
+    /// leave-one-domain-out.
+    Run(Box<run_cmd::Args>),
     /// Tabulate finished runs per dataset: mean ± SE over seeds per algorithm and held-out domain.
     Report(report::Args),
 }

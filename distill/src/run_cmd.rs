@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
-use crate::algorithms::{self, Overrides, Setup};
+use crate::algorithms::{self, Input, Overrides, Setup};
 use crate::analyze::PHOTO_TEMPLATE;
+use crate::backbone_source::{align_model as align_model_of, backbone_setup};
 use crate::data::{DomainSplits, ViewTable};
 use crate::evaluate::EvalSet;
 use crate::swad::SwadVariant;
@@ -15,11 +16,24 @@ use crate::teacher_cache::{open_manifest, TeacherCache};
 use crate::trainer::{self, RunConfig, RunData, Selected};
 
 const AFTER_HELP: &str = "\
-Algorithms:
-  zeroshot     the teacher's zero-shot head (\"a photo of a {}\") on teacher image embeddings; no training
-  erm-lp       linear probe Linear(d_student → classes), cross-entropy, Adam (needs --student-cache)
-  adip-align   ADiP Align: projection Linear(d_student → d_teacher) trained with
-               λ·(−cos(p, I)) + (1−λ)·(−cos(p, T_y)); predicts with the zero-shot head (needs --student-cache)
+Algorithms (cache only):
+  zeroshot      the teacher's zero-shot head (\"a photo of a {}\") on teacher image embeddings; no training
+  erm-lp        linear probe Linear(d_student → classes) on cached student features, cross-entropy
+  adip-align    ADiP Align: projection Linear(d_student → d_teacher) on cached student features, trained
+                with λ·(−cos(p, I)) + (1−λ)·(−cos(p, T_y)); predicts with the zero-shot head
+Algorithms that train the backbone on the dataset's images (each cached view replayed):
+  erm-ft        the student plus a new linear classifier, cross-entropy
+  kd            the student plus a new linear classifier, CE(z/τ, y) + λ·KL(softmax(z_T/τ) ‖ softmax(z/τ)),
+                z_T = the teacher's zero-shot logits of the same view (τ 0.1, λ 0.5)
+  adip-distill  ADiP Distill: the student trains, the projection of the finished adip-align run of the
+                same held-out domain, seed and trial seed (under --out) and the zero-shot head are frozen;
+                loss and prediction as adip-align
+  sd            VL2V-SD: the teacher's own CLIP image tower trains on the same loss, no projection
+The student (architecture, weights, preprocessing) is the one --student-cache was embedded with; sd uses the
+teacher of --cache. Weights are found where embed found them (--model overrides) and must match the sha256
+in the manifest; images are read from the dataset folder the cache records (--data-root overrides).
+Everything but zeroshot and sd needs --student-cache. All defaults are the official code's: Adam, lr 5e-5,
+no weight decay, 32 images per training domain, BatchNorm statistics frozen.
 
 Protocol: each domain in turn is held out; DomainBed's in/out split per domain (seed_hash(trial_seed, env));
 each step draws --batch-size images per training domain with replacement from its in split, each with a
@@ -50,7 +64,7 @@ pub struct Args {
     #[arg(long)]
     pub student_cache: Option<PathBuf>,
 
-    /// zeroshot, erm-lp or adip-align.
+    /// zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill or sd.
     #[arg(long)]
     pub algorithm: String,
 
@@ -78,9 +92,26 @@ pub struct Args {
     #[arg(long)]
     pub weight_decay: Option<f64>,
 
-    /// adip-align: weight λ of the image term [default: 0.5].
+    /// adip-align, adip-distill, sd: weight λ of the image term; kd: weight of the KL term [default: 0.5].
     #[arg(long)]
     pub lambda: Option<f64>,
+
+    /// kd: softmax temperature τ [default: 0.1].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+
+    /// Backbone algorithms: the model to train, if not where the cache's manifest says (hub id, directory
+    /// or safetensors file; its sha256 must match the manifest's).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Backbone algorithms: the dataset folder, if not where the cache's manifest says.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+
+    /// Backbone algorithms: cpu, or cuda (builds with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 
     /// Seeds parameter initialisation and minibatch sampling.
     #[arg(long, default_value_t = 0)]
@@ -144,10 +175,10 @@ pub fn run(args: &Args) -> Result<()> {
         "--holdout-fraction must be in [0, 1), got {}",
         args.holdout_fraction
     );
-    if entry.needs_student && args.student_cache.is_none() {
+    if entry.needs_student() && args.student_cache.is_none() {
         bail!(
-            "{} trains on student features: pass --student-cache DIR (a cache of the same images and \
-             views as --cache)",
+            "{} trains a student: pass --student-cache DIR (a cache of the same images and views as \
+             --cache, embedded with --encoder student)",
             entry.name
         );
     }
@@ -191,12 +222,29 @@ pub fn run(args: &Args) -> Result<()> {
     let views = m.views.count as usize + 1;
     let paths = teacher.images.paths();
     let teacher_views = ViewTable::load(&args.cache, m, paths, views, "teacher")?;
-    let student = match (&args.student_cache, entry.needs_student) {
-        (Some(dir), true) => {
-            let sm = open_manifest(dir)?;
-            Some(ViewTable::load(dir, &sm, paths, views, "student")?)
+    let student_manifest = match (&args.student_cache, entry.needs_student()) {
+        (Some(dir), true) => Some(open_manifest(dir)?),
+        _ => None,
+    };
+    let student = match (&args.student_cache, &student_manifest, entry.input) {
+        (Some(dir), Some(sm), Input::StudentFeatures) => {
+            Some(ViewTable::load(dir, sm, paths, views, "student")?)
         }
         _ => None,
+    };
+    let mut backbone = if entry.trains_backbone() {
+        let device = vl2v::model::device(&args.device)?;
+        Some(backbone_setup(
+            entry.input,
+            m,
+            student_manifest.as_ref(),
+            args.model.as_deref(),
+            args.data_root.as_deref(),
+            paths,
+            &device,
+        )?)
+    } else {
+        None
     };
     let labels = teacher.images.labels();
     let splits = DomainSplits::new(
@@ -211,10 +259,31 @@ pub fn run(args: &Args) -> Result<()> {
         weight_decay: args.weight_decay,
         batch_size: args.batch_size,
         lambda: args.lambda,
+        temperature: args.temperature,
     };
 
     let mut summaries: Vec<(usize, Selected)> = Vec::new();
     for &test in &test_domains {
+        let mut align_model = None;
+        if entry.name == "adip-distill" {
+            let dir = crate::runs::run_dir(
+                &args.out,
+                &m.dataset.name,
+                "adip-align",
+                &domains[test],
+                args.seed,
+                args.trial_seed,
+            );
+            let student_cache = args
+                .student_cache
+                .as_deref()
+                .context("no --student-cache")?;
+            let (path, tensors) = align_model_of(&dir, &args.cache, student_cache)?;
+            if let Some(b) = backbone.as_mut() {
+                b.align = Some(tensors);
+            }
+            align_model = Some(path);
+        }
         let setup = Setup {
             student_dim: student.as_ref().map(ViewTable::dim),
             teacher_dim: teacher_views.dim(),
@@ -222,6 +291,7 @@ pub fn run(args: &Args) -> Result<()> {
             texts,
             logit_scale: m.logit_scale.unwrap_or(100.0),
             seed: args.seed,
+            backbone: backbone.as_ref(),
         };
         let mut algorithm = (entry.build)(&setup, &overrides)?;
         let gather = |images: &[usize]| {
@@ -248,6 +318,7 @@ pub fn run(args: &Args) -> Result<()> {
                 eval.push(EvalSet {
                     key: format!("env{d}_{split}_acc"),
                     test_split,
+                    images: images.to_vec(),
                     student,
                     teacher,
                     labels,
@@ -275,6 +346,12 @@ pub fn run(args: &Args) -> Result<()> {
         });
         if args.swad {
             run_args["swad"] = json!(args.swad_variant.name());
+        }
+        if let Some(path) = &align_model {
+            run_args["align_model"] = json!(path);
+        }
+        if let Some(model) = &args.model {
+            run_args["model"] = json!(model);
         }
         let config = RunConfig {
             steps,

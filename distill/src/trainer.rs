@@ -238,6 +238,7 @@ fn run_on_pool(
             ys.clear();
             ys.extend(picks.iter().map(|&(i, _)| data.labels[i]));
             let metrics = algorithm.update(&Batch {
+                picks: &picks,
                 student: &xs,
                 teacher: &xt,
                 labels: &ys,

@@ -69,7 +69,7 @@ impl Encoder {
         match self {
             Self::Teacher(t) => t.architecture(),
             Self::Student { name, model, .. } => {
-                format!("student {name}, {} features", model.dim())
+                vl2v::model::students::architecture_label(name, model.dim())
             }
         }
     }

@@ -176,10 +176,12 @@ mod tests {
             texts: &texts,
             logit_scale: 100.0,
             seed: 5,
+            backbone: None,
         };
         let algo = build(&setup, &Overrides::default()).unwrap();
         let student: Vec<f32> = (0..n * ds).map(|k| wave(k, 0.37)).collect();
         let rows = EvalRows {
+            images: &[],
             student: &student,
             teacher: &[],
         };

@@ -3,26 +3,36 @@
 //! the official VL2V-ADiP code, overridable from the command line).
 
 mod adip_align;
+mod adip_distill;
+mod erm_ft;
+mod finetune;
+mod kd;
 mod linear;
 mod linear_probe;
+mod sd;
 mod zeroshot;
 
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
+pub use finetune::BackboneSetup;
 pub use linear::Linear;
 
 /// One training step's rows, gathered contiguously: `student: [B, d_student]` (empty when the algorithm
-/// needs no student), `teacher: [B, d_teacher]` (the teacher's embedding of the same (image, view)).
+/// trains on no student features), `teacher: [B, d_teacher]` (the teacher's embedding of the same (image,
+/// view)); `picks` are the (image, view) pairs themselves, for the algorithms that load the images.
 pub struct Batch<'a> {
+    pub picks: &'a [(usize, usize)],
     pub student: &'a [f32],
     pub teacher: &'a [f32],
     pub labels: &'a [usize],
 }
 
-/// Evaluation rows (view 0): the student's and the teacher's features of the same images.
+/// Evaluation rows (view 0): the images (numbers), and the student's and the teacher's cached features of
+/// them.
 pub struct EvalRows<'a> {
+    pub images: &'a [usize],
     pub student: &'a [f32],
     pub teacher: &'a [f32],
 }
@@ -45,6 +55,8 @@ pub struct Setup<'a> {
     pub logit_scale: f32,
     /// Seeds parameter initialisation.
     pub seed: u64,
+    /// The backbone and images, for the algorithms that train on images.
+    pub backbone: Option<&'a BackboneSetup>,
 }
 
 /// Hyper-parameters given on the command line; `None` keeps the algorithm's default.
@@ -54,6 +66,7 @@ pub struct Overrides {
     pub weight_decay: Option<f64>,
     pub batch_size: Option<usize>,
     pub lambda: Option<f64>,
+    pub temperature: Option<f64>,
 }
 
 /// `Send`: training runs on a rayon worker thread (see `trainer::run`).
@@ -102,29 +115,74 @@ pub trait Algorithm: Send {
     }
 }
 
+/// What an algorithm trains on, besides the teacher cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The teacher cache alone.
+    Teacher,
+    /// A student cache's features.
+    StudentFeatures,
+    /// The student of a student cache (its weights and preprocessing), trained on the dataset's images.
+    StudentImages,
+    /// The teacher's own image tower, trained on the dataset's images.
+    TeacherImages,
+}
+
 /// A registered algorithm.
 pub struct Entry {
     pub name: &'static str,
-    pub needs_student: bool,
+    pub input: Input,
     pub build: fn(&Setup, &Overrides) -> Result<Box<dyn Algorithm>>,
+}
+
+impl Entry {
+    /// Whether `--student-cache` is required.
+    pub fn needs_student(&self) -> bool {
+        matches!(self.input, Input::StudentFeatures | Input::StudentImages)
+    }
+
+    /// Whether the algorithm trains a backbone on images.
+    pub fn trains_backbone(&self) -> bool {
+        matches!(self.input, Input::StudentImages | Input::TeacherImages)
+    }
 }
 
 /// Every algorithm, in table order.
 pub const REGISTRY: &[Entry] = &[
     Entry {
         name: "zeroshot",
-        needs_student: false,
+        input: Input::Teacher,
         build: zeroshot::build,
     },
     Entry {
         name: "erm-lp",
-        needs_student: true,
+        input: Input::StudentFeatures,
         build: linear_probe::build,
     },
     Entry {
+        name: "erm-ft",
+        input: Input::StudentImages,
+        build: erm_ft::build,
+    },
+    Entry {
+        name: "kd",
+        input: Input::StudentImages,
+        build: kd::build,
+    },
+    Entry {
         name: "adip-align",
-        needs_student: true,
+        input: Input::StudentFeatures,
         build: adip_align::build,
+    },
+    Entry {
+        name: "adip-distill",
+        input: Input::StudentImages,
+        build: adip_distill::build,
+    },
+    Entry {
+        name: "sd",
+        input: Input::TeacherImages,
+        build: sd::build,
     },
 ];
 
@@ -153,7 +211,7 @@ mod tests {
         let err = lookup("erm").err().unwrap().to_string();
         assert_eq!(
             err,
-            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, adip-align"
+            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill, sd"
         );
     }
 }

@@ -50,6 +50,7 @@ fn run_data<'a>(s: &'a Synthetic, n_domains: usize, classes: usize) -> RunData<'
         eval.push(EvalSet {
             key,
             test_split,
+            images: images.to_vec(),
             student: s.student.gather_view0(images),
             teacher: s.teacher.gather_view0(images),
             labels: images.iter().map(|&i| s.labels[i]).collect(),
@@ -78,6 +79,7 @@ fn build(name: &str, s: &Synthetic, classes: usize, lr: f64) -> Box<dyn Algorith
         texts: &s.texts,
         logit_scale: 100.0,
         seed: 0,
+        backbone: None,
     };
     let overrides = Overrides {
         lr: Some(lr),
@@ -216,6 +218,7 @@ fn officehome_sized_adip_align_timing() {
         texts: &s.texts,
         logit_scale: 100.0,
         seed: 0,
+        backbone: None,
     };
     // The official defaults: lr 5e-5, batch 32 per domain, λ 0.5.
     let mut a = (lookup("adip-align").unwrap().build)(&setup, &Overrides::default()).unwrap();

@@ -85,6 +85,48 @@ impl Clip {
     }
 }
 
+/// CLIP's image tower with its projection alone: VL2V-SD's student (the text tower never trains and is
+/// not loaded), under the same weight names as [`Clip`] so a CLIP checkpoint loads as it is.
+#[derive(Clone, Debug)]
+pub struct ClipImageEncoder {
+    pub vision: VisionTower,
+    visual_projection: Linear,
+    image_size: usize,
+    projection_dim: usize,
+}
+
+impl ClipImageEncoder {
+    /// `frozen`: weights will never train (enables inference-only fusions).
+    pub fn load(vb: VarBuilder, config: &ClipConfig, frozen: bool) -> Result<Self> {
+        let v = &config.vision;
+        Ok(Self {
+            vision: VisionTower::load(vb.pp("vision_model"), v, frozen)?,
+            visual_projection: Linear::load(
+                vb.pp("visual_projection"),
+                v.encoder.hidden,
+                config.projection_dim,
+                false,
+            )?,
+            image_size: v.image_size,
+            projection_dim: config.projection_dim,
+        })
+    }
+
+    /// Projected, un-normalised image features (batch, projection_dim), as [`Clip::image_features`].
+    pub fn forward(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
+        self.visual_projection
+            .forward(&self.vision.forward(pixels, train)?)
+    }
+
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    pub fn dim(&self) -> usize {
+        self.projection_dim
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device, Tensor};

@@ -32,6 +32,17 @@ pub const STUDENT_NAMES: [&str; 4] = ["resnet18", "resnet50", "vit-small", "vit-
 pub const TEST_STUDENT_NAMES: [&str; 3] =
     ["test-resnet-basic", "test-resnet-bottleneck", "test-vit"];
 
+/// A student cache's `encoder.architecture` in its manifest: `student {name}, {dim} features`.
+pub fn architecture_label(name: &str, dim: usize) -> String {
+    format!("student {name}, {dim} features")
+}
+
+/// The student name in an [`architecture_label`] (what `distill` rebuilds the student from).
+pub fn name_from_architecture(label: &str) -> Option<&str> {
+    let name = label.strip_prefix("student ")?.split(',').next()?.trim();
+    StudentConfig::by_name(name).map(|_| name)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StudentConfig {
     ResNet(ResNetConfig),
@@ -192,6 +203,15 @@ mod tests {
     fn expected() -> HashMap<String, Tensor> {
         candle_core::safetensors::load(fixtures().join("expected.safetensors"), &Device::Cpu)
             .unwrap()
+    }
+
+    #[test]
+    fn architecture_labels_round_trip() {
+        let label = architecture_label("resnet50", 2048);
+        assert_eq!(label, "student resnet50, 2048 features");
+        assert_eq!(name_from_architecture(&label), Some("resnet50"));
+        assert_eq!(name_from_architecture("student nope, 3 features"), None);
+        assert_eq!(name_from_architecture("CLIP ViT-B/16"), None);
     }
 
     fn scalar(t: Tensor) -> f32 {

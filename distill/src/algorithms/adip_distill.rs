@@ -1,0 +1,184 @@
+//! `adip-distill`: the Distill stage of VL2V-ADiP (`DFC_STAGE2`). The backbone starts from the pretrained
+//! student and trains (BatchNorm statistics frozen); the projection selected by the Align run of the same
+//! held-out domain and the zero-shot head are frozen. Loss: the official `dfc_loss`
+//! `λ·(−mean cos(p, I)) + (1−λ)·(−mean cos(p, T_y))` on `p = proj(f(x))`, where `x` is the cached view the
+//! teacher embedded as `I`. Prediction: `logit_scale · cos(p, T_c)`.
+//!
+//! [`AdipTarget`] is the objective, shared with `sd` (no projection).
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use super::finetune::{rows_of, FineTune, Objective};
+use super::{Algorithm, Batch, Metrics, NamedTensor, Overrides, Setup};
+use crate::graph_losses::{adip, normalize_rows};
+use crate::zeroshot::{normalise_rows, ZeroShotHead};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Hparams {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    /// `lmd`: weight of the image term.
+    pub lambda: f64,
+    pub template: &'static str,
+}
+
+impl Hparams {
+    pub fn from(overrides: &Overrides) -> Result<Self> {
+        let h = Hparams {
+            lr: overrides.lr.unwrap_or(5e-5),
+            weight_decay: overrides.weight_decay.unwrap_or(0.0),
+            batch_size: overrides.batch_size.unwrap_or(32),
+            lambda: overrides.lambda.unwrap_or(0.5),
+            template: crate::analyze::PHOTO_TEMPLATE,
+        };
+        ensure!(
+            (0.0..=1.0).contains(&h.lambda),
+            "--lambda must be in [0, 1], got {}",
+            h.lambda
+        );
+        Ok(h)
+    }
+}
+
+/// A frozen `Linear(d_student → d_teacher)`.
+pub struct Projection {
+    weight: Tensor,
+    bias: Tensor,
+    values: Vec<NamedTensor>,
+}
+
+impl Projection {
+    /// `proj.weight` `[d_teacher, d_student]` and `proj.bias` of an Align run's model.
+    pub fn from_align(
+        tensors: &std::collections::HashMap<String, Vec<f32>>,
+        d_student: usize,
+        d_teacher: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let get = |name: &str, len: usize| -> Result<&Vec<f32>> {
+            let v = tensors
+                .get(name)
+                .with_context(|| format!("the Align model has no tensor {name}"))?;
+            ensure!(
+                v.len() == len,
+                "the Align model's {name} has {} values; this student and teacher need {len} \
+                 ({d_student} → {d_teacher}): was it aligned from another student cache?",
+                v.len()
+            );
+            Ok(v)
+        };
+        let w = get("proj.weight", d_teacher * d_student)?;
+        let b = get("proj.bias", d_teacher)?;
+        Ok(Projection {
+            weight: Tensor::from_slice(w, (d_teacher, d_student), device)?,
+            bias: Tensor::from_slice(b, d_teacher, device)?,
+            values: vec![
+                ("proj.weight".into(), vec![d_teacher, d_student], w.clone()),
+                ("proj.bias".into(), vec![d_teacher], b.clone()),
+            ],
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// The ADiP/SD objective: `dfc_loss` on the (projected) features, zero-shot prediction.
+pub struct AdipTarget {
+    projection: Option<Projection>,
+    /// Unit text embeddings `[C, d_teacher]`, row = label.
+    texts: Vec<f32>,
+    dim: usize,
+    head: ZeroShotHead,
+    lambda: f64,
+}
+
+impl AdipTarget {
+    pub fn new(setup: &Setup, projection: Option<Projection>, lambda: f64) -> Result<Self> {
+        let mut texts = setup.texts.to_vec();
+        normalise_rows(&mut texts, setup.teacher_dim);
+        let head =
+            ZeroShotHead::from_prototypes(texts.clone(), setup.teacher_dim, setup.logit_scale)?;
+        Ok(AdipTarget {
+            projection,
+            texts,
+            dim: setup.teacher_dim,
+            head,
+            lambda,
+        })
+    }
+
+    fn project(&self, features: &Tensor) -> Result<Tensor> {
+        match &self.projection {
+            Some(p) => p.forward(features),
+            None => Ok(features.clone()),
+        }
+    }
+}
+
+impl Objective for AdipTarget {
+    fn loss(&self, features: &Tensor, batch: &Batch) -> Result<(Tensor, Metrics)> {
+        let device = features.device();
+        let p = self.project(features)?;
+        let n = batch.labels.len();
+        ensure!(
+            p.dims2()? == (n, self.dim),
+            "the student's outputs have shape {:?}, the teacher's embeddings are {}-d",
+            p.dims(),
+            self.dim
+        );
+        let images = normalize_rows(&Tensor::from_slice(batch.teacher, (n, self.dim), device)?)?;
+        let rows: Vec<f32> = batch
+            .labels
+            .iter()
+            .flat_map(|&y| self.texts[y * self.dim..(y + 1) * self.dim].iter().copied())
+            .collect();
+        let texts = Tensor::from_vec(rows, (n, self.dim), device)?;
+        let (loss, cos_image, cos_text) = adip(&p, &images, &texts, self.lambda)?;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        Ok((
+            loss,
+            vec![
+                ("loss", value),
+                ("cos_image", cos_image),
+                ("cos_text", cos_text),
+            ],
+        ))
+    }
+
+    fn logits(&self, features: &Tensor) -> Result<Vec<f32>> {
+        self.head.logits(&rows_of(&self.project(features)?)?)
+    }
+
+    fn constants(&self) -> Vec<NamedTensor> {
+        self.projection
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.values.clone())
+    }
+}
+
+pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
+    let hparams = Hparams::from(overrides)?;
+    let spec = setup.backbone.context("adip-distill needs a backbone")?;
+    let align = spec
+        .align
+        .as_ref()
+        .context("adip-distill needs the Align run's projection")?;
+    let backbone = FineTune::backbone(spec)?;
+    let projection =
+        Projection::from_align(align, backbone.dim(), setup.teacher_dim, &spec.device)?;
+    let objective = AdipTarget::new(setup, Some(projection), hparams.lambda)?;
+    Ok(Box::new(FineTune::new(
+        serde_json::to_value(&hparams)?,
+        hparams.batch_size,
+        hparams.lr,
+        hparams.weight_decay,
+        backbone,
+        Box::new(objective),
+        spec.images.clone(),
+    )))
+}

@@ -1,0 +1,244 @@
+//! What the algorithms that train the backbone on images share (erm-ft, kd, adip-distill, sd): each step
+//! replays the sampled (image, view) pairs through the student's preprocessing, runs the differentiable
+//! backbone, asks the algorithm's [`Objective`] for the loss, and takes one torch-Adam step over the
+//! backbone's variables and the objective's own. Evaluation runs a frozen snapshot of the backbone over
+//! view 0 of the evaluated images.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor, Var};
+
+use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor};
+use crate::adam::Adam;
+use crate::backbone::{Arch, Backbone};
+use crate::images::ImageSource;
+
+/// Images per forward pass when evaluating.
+const EVAL_BATCH: usize = 64;
+
+/// Where a backbone algorithm's model and images come from (built by `distill run`).
+pub struct BackboneSetup {
+    pub arch: Arch,
+    /// The pretrained checkpoint.
+    pub weights: PathBuf,
+    /// The dataset's images, replayed with the backbone's preprocessing.
+    pub images: Arc<ImageSource>,
+    pub device: Device,
+    /// adip-distill: the selected parameters of the Align run of the same held-out domain.
+    pub align: Option<HashMap<String, Vec<f32>>>,
+}
+
+/// The algorithm-specific part: a loss on the backbone's features and a head that predicts from them.
+pub trait Objective: Send {
+    /// The loss of a minibatch from the backbone's features `[B, d]` (a graph to differentiate), and the
+    /// values to log (the first being `loss`).
+    fn loss(&self, features: &Tensor, batch: &Batch) -> Result<(Tensor, Metrics)>;
+    /// Logits `[n, C]` (row-major) from evaluation features `[n, d]`.
+    fn logits(&self, features: &Tensor) -> Result<Vec<f32>>;
+    /// Variables that train with the backbone (a new classifier), by name.
+    fn vars(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+    /// Frozen tensors the prediction needs (Distill's projection), saved with the model.
+    fn constants(&self) -> Vec<NamedTensor> {
+        Vec::new()
+    }
+}
+
+pub struct FineTune {
+    hparams: serde_json::Value,
+    batch_size: usize,
+    backbone: Backbone,
+    objective: Box<dyn Objective>,
+    images: Arc<ImageSource>,
+    adam: Adam,
+    /// The backbone's variables, then the objective's: the optimiser's order.
+    vars: Vec<(String, Var)>,
+}
+
+impl FineTune {
+    pub fn new(
+        hparams: serde_json::Value,
+        batch_size: usize,
+        lr: f64,
+        weight_decay: f64,
+        backbone: Backbone,
+        objective: Box<dyn Objective>,
+        images: Arc<ImageSource>,
+    ) -> Self {
+        let mut vars = backbone.vars().to_vec();
+        vars.extend(objective.vars());
+        let sizes: Vec<usize> = vars.iter().map(|(_, v)| v.elem_count()).collect();
+        FineTune {
+            hparams,
+            batch_size,
+            backbone,
+            objective,
+            images,
+            adam: Adam::new(&sizes, lr, weight_decay),
+            vars,
+        }
+    }
+
+    /// Loads the pretrained backbone described by `setup`.
+    pub fn backbone(setup: &BackboneSetup) -> Result<Backbone> {
+        Backbone::load(setup.arch.clone(), &setup.weights, &setup.device)
+            .with_context(|| format!("loading the backbone {}", setup.weights.display()))
+    }
+
+    fn named(&self) -> Vec<NamedTensor> {
+        self.vars
+            .iter()
+            .map(|(name, var)| {
+                let values = var
+                    .as_tensor()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .unwrap_or_default();
+                (name.clone(), var.dims().to_vec(), values)
+            })
+            .collect()
+    }
+
+    fn set_vars(&self, tensors: &HashMap<String, Vec<f32>>, what: &str) -> Result<()> {
+        for (name, var) in &self.vars {
+            let v = tensors
+                .get(name)
+                .with_context(|| format!("{what} has no tensor {name}"))?;
+            anyhow::ensure!(
+                v.len() == var.elem_count(),
+                "{what} tensor {name} has {} values, the model {}",
+                v.len(),
+                var.elem_count()
+            );
+            var.set(&Tensor::from_slice(v, var.shape(), var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Algorithm for FineTune {
+    fn hparams(&self) -> serde_json::Value {
+        self.hparams.clone()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn update(&mut self, batch: &Batch) -> Result<Metrics> {
+        let pixels = self.images.pixels(batch.picks)?;
+        let features =
+            self.backbone
+                .forward_train(&pixels, batch.picks.len(), self.images.size())?;
+        let (loss, metrics) = self.objective.loss(&features, batch)?;
+        // A non-finite loss is reported (the trainer stops with an error) and never applied.
+        if metrics.first().is_some_and(|(_, l)| l.is_finite()) {
+            let grads = loss.backward()?;
+            let vars: Vec<&Var> = self.vars.iter().map(|(_, v)| v).collect();
+            self.adam.step_vars(&vars, &grads)?;
+        }
+        Ok(metrics)
+    }
+
+    fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>> {
+        let snapshot = self.backbone.snapshot()?;
+        let mut logits = Vec::new();
+        for chunk in rows.images.chunks(EVAL_BATCH) {
+            let pixels = self.images.view0(chunk)?;
+            let features = snapshot.features(&pixels, chunk.len(), self.images.size())?;
+            logits.extend(self.objective.logits(&features)?);
+        }
+        Ok(logits)
+    }
+
+    fn parameters(&self) -> Vec<NamedTensor> {
+        let mut out = self.named();
+        out.extend(self.objective.constants());
+        out
+    }
+
+    fn state(&self) -> (Vec<NamedTensor>, u64) {
+        let mut out = self.named();
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            for (kind, buf) in [("m", &self.adam.m[i]), ("v", &self.adam.v[i])] {
+                out.push((
+                    format!("adam.{kind}.{name}"),
+                    var.dims().to_vec(),
+                    buf.clone(),
+                ));
+            }
+        }
+        (out, self.adam.t)
+    }
+
+    fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()> {
+        self.set_vars(tensors, "the checkpoint")?;
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            for (kind, buf) in [("m", &mut self.adam.m[i]), ("v", &mut self.adam.v[i])] {
+                let key = format!("adam.{kind}.{name}");
+                let v = tensors
+                    .get(&key)
+                    .with_context(|| format!("the checkpoint has no tensor {key}"))?;
+                anyhow::ensure!(
+                    v.len() == var.elem_count(),
+                    "checkpoint tensor {key} misshapen"
+                );
+                buf.clone_from(v);
+            }
+        }
+        self.adam.t = steps;
+        Ok(())
+    }
+
+    /// Copies (the variables are updated in place by the next step).
+    fn params(&self) -> Result<Vec<(String, Tensor)>> {
+        self.vars
+            .iter()
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?)))
+            .collect()
+    }
+
+    fn load_parameters(&mut self, tensors: &HashMap<String, Vec<f32>>) -> Result<()> {
+        self.set_vars(tensors, "the averaged model")
+    }
+}
+
+/// A new linear classifier `Linear(d → C)` as variables `head.weight`, `head.bias`, initialised as torch's
+/// `nn.Linear` (the same seeded draws as the cached-feature probe's).
+pub struct LinearHead {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl LinearHead {
+    pub fn new(inputs: usize, classes: usize, seed: u64, device: &Device) -> Result<Self> {
+        let init = super::Linear::new(inputs, classes, seed, 0.0, 0.0);
+        let p = init.parameters("");
+        Ok(LinearHead {
+            weight: Var::from_tensor(&Tensor::from_slice(&p[0].2, (classes, inputs), device)?)?,
+            bias: Var::from_tensor(&Tensor::from_slice(&p[1].2, classes, device)?)?,
+        })
+    }
+
+    /// `x · Wᵀ + b`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())?)
+    }
+
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        vec![
+            ("head.weight".into(), self.weight.clone()),
+            ("head.bias".into(), self.bias.clone()),
+        ]
+    }
+}
+
+/// Row-major values of a 2-d tensor.
+pub fn rows_of(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
