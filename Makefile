@@ -15,8 +15,13 @@ test:
 	$(CARGO) test --workspace
 
 # Download a benchmark into data/ with DomainBed's sources and layout (needs network; gdown for Drive).
+# DATASET=synthdg generates the procedural benchmark offline instead.
 data:
+ifeq ($(DATASET),synthdg)
+	$(CARGO) run --release -p vl2v-shared --bin synthdg -- benchmark --out data/synthdg
+else
 	python3 data/download.py $(DATASET)
+endif
 
 # Cache the CLIP teacher's embeddings of data/<dataset>: make embed DATASET=pacs EMBED_FLAGS="--views 8"
 embed: build

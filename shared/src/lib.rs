@@ -5,4 +5,5 @@ pub mod image;
 pub mod model;
 pub mod prompts;
 pub mod splits;
+pub mod synth;
 pub mod views;

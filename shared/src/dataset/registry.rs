@@ -45,6 +45,12 @@ pub const REGISTRY: &[DatasetSpec] = &[
             "sketch",
         ],
     },
+    // Generated offline by `synthdg benchmark` (shared/src/synth), for demos without downloads.
+    DatasetSpec {
+        name: "synthdg",
+        folder: "synthdg",
+        domains: &["clipart", "painting", "photo", "sketch"],
+    },
 ];
 
 /// Finds a registered benchmark by name (case-insensitive).
