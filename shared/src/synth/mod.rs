@@ -7,6 +7,8 @@
 
 mod canvas;
 mod captions;
+mod geometry;
+mod outline_styles;
 mod palette;
 mod rng;
 mod scene;

@@ -1,4 +1,4 @@
-//! The renderers: each style shifts low-level statistics (colour, texture, edges, background) the way the
+//! The styles and the renderers that fill shapes (the outline-drawn ones are in outline_styles.rs): each style shifts low-level statistics (colour, texture, edges, background) the way the
 //! domains of the real DG benchmarks differ, while the object's silhouette carries the class.
 //!
 //! Everything is drawn on a canvas twice the output size and averaged down, which anti-aliases edges.
@@ -6,11 +6,11 @@
 use image::RgbImage;
 
 use super::canvas::{Canvas, Fbm, Mask};
+use super::outline_styles;
 use super::palette::{self, hsv, mix, muted, scale, vivid, Rgb};
 use super::rng::Rng;
 use super::scene::{Frame, Scene};
 use super::shapes::{Part, Role};
-use super::strokes::hand_drawn;
 
 /// Supersampling factor.
 const SS: usize = 2;
@@ -100,11 +100,11 @@ pub fn render(
     let canvas = match style {
         Style::Clipart => clipart(&scene, &mut draw, s, u),
         Style::Infograph => infograph(&scene, frame, &mut draw, s, u),
-        Style::Neon => neon(&scene, &mut draw, s, u),
+        Style::Neon => outline_styles::neon(&scene, &mut draw, s, u),
         Style::Painting => painting(&scene, &mut draw, s, u),
         Style::Photo => photo(&scene, &mut draw, s, u),
-        Style::Quickdraw => quickdraw(&scene, &mut draw, s, u),
-        Style::Sketch => sketch(&scene, &mut draw, s, u),
+        Style::Quickdraw => outline_styles::quickdraw(&scene, &mut draw, s, u),
+        Style::Sketch => outline_styles::sketch(&scene, &mut draw, s, u),
     };
     Some((canvas.downsample(SS), scene.colour_name))
 }
@@ -133,7 +133,7 @@ fn part_mask(part: &Part, s: usize) -> Mask {
     m
 }
 
-fn object_mask(scene: &Scene, s: usize) -> Mask {
+pub(super) fn object_mask(scene: &Scene, s: usize) -> Mask {
     let mut all = Mask::new(s, s);
     for part in scene.parts.iter().filter(|p| p.role() != Role::Distractor) {
         all.union(&part_mask(part, s));
@@ -227,72 +227,6 @@ fn clipart(scene: &Scene, rng: &mut Rng, s: usize, u: f32) -> Canvas {
                 c.paint(&part_mask(part, s), 1.0, col);
             }
         }
-    }
-    c
-}
-
-/// Several jittered grey pencil strokes per outline on white paper, sometimes hatched; no fill. The
-/// distractor hides what lies under it by being paper-white inside.
-fn sketch(scene: &Scene, rng: &mut Rng, s: usize, u: f32) -> Canvas {
-    let paper = hsv(
-        rng.range(30.0, 60.0),
-        rng.range(0.0, 0.06),
-        rng.range(0.95, 1.0),
-    );
-    let grain = Fbm::new(rng, s, s, 3.0 * u, 2);
-    let mut c = Canvas::from_fn(s, s, |x, y| {
-        scale(paper, 0.97 + 0.03 * grain.at(x as f32, y as f32))
-    });
-    let lead = rng.range(0.12, 0.4);
-    let pencil = [lead, lead, lead * 1.05];
-    let hatch = rng.chance(0.6);
-    let mut object = object_mask(scene, s);
-    if hatch {
-        let angle = rng.range(0.5, 1.1);
-        let (dx, dy) = (angle.cos() * 2.0 * s as f32, angle.sin() * 2.0 * s as f32);
-        let spacing = rng.range(4.0, 7.0) * u;
-        let mut lines = Mask::new(s, s);
-        let mut k = -(s as f32);
-        while k < 2.0 * s as f32 {
-            lines.stroke(&[(k - dx, -dy), (k + dx, dy)], false, 0.9 * u);
-            k += spacing;
-        }
-        for (a, b) in object.a.iter_mut().zip(&lines.a) {
-            *a *= b;
-        }
-        c.paint(&object, rng.range(0.2, 0.35), pencil);
-    }
-    for (pts, closed, role) in scene.outlines() {
-        if role == Role::Distractor {
-            let mut m = Mask::new(s, s);
-            m.fill(std::slice::from_ref(&pts));
-            c.paint(&m, 1.0, paper);
-        }
-        for _ in 0..2 + rng.below(2) {
-            let amp = rng.range(0.6, 1.4) * u;
-            let line = hand_drawn(&pts, closed, rng, 2.0 * u, amp, 12.0);
-            let mut m = Mask::new(s, s);
-            m.stroke(&line, false, rng.range(1.0, 1.8) * u);
-            c.paint(&m, rng.range(0.45, 0.8), pencil);
-        }
-    }
-    c
-}
-
-/// One thin, wobbly black stroke per outline on pure white, as a mouse doodle.
-fn quickdraw(scene: &Scene, rng: &mut Rng, s: usize, u: f32) -> Canvas {
-    let mut c = Canvas::from_fn(s, s, |_, _| [1.0; 3]);
-    let width = rng.range(1.6, 2.4) * u;
-    for (pts, closed, role) in scene.outlines() {
-        if role == Role::Distractor {
-            let mut m = Mask::new(s, s);
-            m.fill(std::slice::from_ref(&pts));
-            c.paint(&m, 1.0, [1.0; 3]);
-        }
-        let line = hand_drawn(&pts, closed, rng, 5.0 * u, 2.0 * u, 8.0);
-        let mut m = Mask::new(s, s);
-        m.stroke(&line, false, width);
-        c.paint(&m, 1.0, [0.0; 3]);
     }
     c
 }
@@ -394,45 +328,6 @@ fn infograph(scene: &Scene, panel: Frame, rng: &mut Rng, s: usize, u: f32) -> Ca
             role => vivid(scene.colour(role), 0.7, 0.85),
         };
         c.paint(&part_mask(part, s), 1.0, col);
-    }
-    c
-}
-
-/// Bright tube outlines with a wide additive glow on a dark wall.
-fn neon(scene: &Scene, rng: &mut Rng, s: usize, u: f32) -> Canvas {
-    let wall = hsv(
-        rng.range(200.0, 300.0),
-        rng.range(0.3, 0.6),
-        rng.range(0.04, 0.12),
-    );
-    let tex = Fbm::new(rng, s, s, 10.0 * u, 3);
-    let mut c = Canvas::from_fn(s, s, |x, y| {
-        scale(wall, 0.6 + 0.8 * tex.at(x as f32, y as f32))
-    });
-    let width = rng.range(1.8, 2.6) * u;
-    for (pts, closed, role) in scene.outlines() {
-        let tube = match role {
-            Role::Light => [0.85, 0.95, 1.0],
-            Role::Dark => vivid(scene.colour(Role::Body), 0.7, 1.0),
-            r => vivid(scene.colour(r), 0.7, 1.0),
-        };
-        let gain = if role == Role::Distractor {
-            let mut m = Mask::new(s, s);
-            m.fill(std::slice::from_ref(&pts));
-            c.paint(&m, 1.0, wall);
-            0.5
-        } else {
-            1.0
-        };
-        let mut line = Mask::new(s, s);
-        line.stroke(&pts, closed, width);
-        let mut glow = line.clone();
-        glow.blur((4.0 * u) as usize, 2);
-        c.add(&glow, 1.6 * gain, tube);
-        c.add(&line, gain, tube);
-        let mut core = Mask::new(s, s);
-        core.stroke(&pts, closed, width * 0.4);
-        c.paint(&core, 0.6 * gain, mix(tube, [1.0; 3], 0.7));
     }
     c
 }
