@@ -234,18 +234,22 @@ fn clipart(scene: &Scene, rng: &mut Rng, s: usize, u: f32) -> Canvas {
 /// Flat fills in shifted, duller colours on a woven canvas, then short directional brush dabs that pick up
 /// the colour beneath them, colour noise and a blur.
 fn painting(scene: &Scene, rng: &mut Rng, s: usize, u: f32) -> Canvas {
-    let (ground, blotch) = (muted(rng, 0.45, 0.85), muted(rng, 0.35, 0.8));
+    // Painted grounds are coloured, not the greys of a photo's wall.
+    let hue = rng.range(0.0, 360.0);
+    let ground = hsv(hue, rng.range(0.15, 0.45), rng.range(0.5, 0.85));
+    let blotch = hsv(
+        hue + rng.sym(70.0),
+        rng.range(0.15, 0.5),
+        rng.range(0.4, 0.85),
+    );
     let blotches = Fbm::new(rng, s, s, 32.0 * u, 3);
-    let weave = 1.5 * u;
     let mut c = Canvas::from_fn(s, s, |x, y| {
-        let (fx, fy) = (x as f32, y as f32);
-        let cloth = 1.0 + 0.05 * (fx / weave * 3.1).sin() * (fy / weave * 3.1).sin();
-        scale(mix(ground, blotch, blotches.at(fx, fy)), cloth)
+        mix(ground, blotch, blotches.at(x as f32, y as f32))
     });
     let hue_shift = rng.sym(20.0);
     for part in &scene.parts {
         let (h, sat, v) = palette::to_hsv(scene.colour(part.role()));
-        let col = hsv(h + hue_shift, sat * 0.8, v * 0.95);
+        let col = hsv(h + hue_shift, sat * 0.85, v * 0.95);
         c.paint(&part_mask(part, s), 1.0, col);
     }
     let angle = rng.range(0.0, std::f32::consts::PI);
@@ -265,6 +269,13 @@ fn painting(scene: &Scene, rng: &mut Rng, s: usize, u: f32) -> Canvas {
         );
     }
     c.blur((0.8 * u).round() as usize);
+    // The canvas weave and the pigment's colour noise come after the blur, which would erase them.
+    let weave = 2.0 * u / std::f32::consts::PI;
+    for (i, p) in c.px.iter_mut().enumerate() {
+        let (x, y) = ((i % s) as f32, (i / s) as f32);
+        let cloth = 1.0 + 0.05 * (x / weave).sin() * (y / weave).sin();
+        *p = p.map(|v| v * cloth + rng.sym(0.03));
+    }
     c
 }
 
