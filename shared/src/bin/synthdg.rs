@@ -29,6 +29,7 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// Every image is a function of (seed, style, class, index).
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Images per (domain, class).
@@ -45,6 +46,8 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// Every image is a function of (seed, style, class, index); the corpus defaults to another seed
+        /// than the benchmark so that their images differ.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Images per (style, class).
@@ -65,6 +68,7 @@ enum Command {
         /// Output PNG file.
         #[arg(long)]
         out: PathBuf,
+        /// Every image is a function of (seed, style, class, index).
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Cell size in pixels.
