@@ -41,10 +41,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# End-to-end images/s of embed vs PyTorch + transformers on generated images (BENCH_N=480, BENCH_ARCH=b16|b32).
+# Against PyTorch, same threads: embed images/s (BENCH_N=480, BENCH_ARCH=b16|b32), an OfficeHome-sized
+# adip-align run, and one student training step (ResNet-18, ViT-S/16).
 bench:
 	CARGO="$(CARGO)" bash tests/bench/run_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_align_bench.sh
+	CARGO="$(CARGO)" bash tests/bench/run_step_bench.sh
 
 # Regenerate the PyTorch parity fixtures (needs torch + transformers; never run in CI).
 fixtures:

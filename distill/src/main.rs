@@ -49,6 +49,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // candle's pool for elementwise ops spins 25,000 times after each op before its workers sleep; while
+    // a backbone trains, the spinning takes the cores the next op needs (a third of a tiny ResNet's step
+    // on 2 cores). Set before candle's first op reads it; a user's own setting wins.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000");
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Splits(args) => splits_cmd::run(args),

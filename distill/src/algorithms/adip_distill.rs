@@ -182,3 +182,91 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         spec.images.clone(),
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use candle_core::{Tensor, Var};
+    use vl2v::model::students::StudentConfig;
+
+    use super::*;
+    use crate::adam::Adam;
+    use crate::backbone::{Arch, Backbone};
+
+    /// One Distill step (forward, loss, backward, Adam) of a student at 224×224, batch 16, timed as
+    /// `tests/bench/student_step_torch.py` times PyTorch's: run by tests/bench/run_step_bench.sh with
+    /// `VL2V_STEP_WEIGHTS` = the directory of `<student>.safetensors` that script wrote.
+    #[test]
+    #[ignore = "benchmark: tests/bench/run_step_bench.sh"]
+    fn student_step_timing() {
+        let dir = std::env::var("VL2V_STEP_WEIGHTS").expect("VL2V_STEP_WEIGHTS");
+        let batch = 16;
+        let mut results = serde_json::Map::new();
+        for name in ["resnet18", "vit-small"] {
+            let path = Path::new(&dir).join(format!("{name}.safetensors"));
+            if !path.is_file() {
+                continue;
+            }
+            let config = StudentConfig::by_name(name).unwrap();
+            let dev = Device::Cpu;
+            let backbone = Backbone::load(Arch::Student(config), &path, &dev).unwrap();
+            let d = backbone.dim();
+            let mut align = HashMap::new();
+            let wave = |n: usize, s: f32| (0..n).map(|k| ((k as f32) * s).sin() * 0.05).collect();
+            align.insert("proj.weight".to_string(), wave(512 * d, 0.37));
+            align.insert("proj.bias".to_string(), wave(512, 0.11));
+            let texts: Vec<f32> = wave(65 * 512, 0.71);
+            let setup = Setup {
+                student_dim: Some(d),
+                teacher_dim: 512,
+                classes: 65,
+                texts: &texts,
+                logit_scale: 100.0,
+                seed: 0,
+                backbone: None,
+            };
+            let proj = Projection::from_align(&align, d, 512, &dev).unwrap();
+            let objective = AdipTarget::new(&setup, Some(proj), 0.5).unwrap();
+            let vars: Vec<Var> = backbone.vars().iter().map(|(_, v)| v.clone()).collect();
+            let sizes: Vec<usize> = vars.iter().map(|v| v.elem_count()).collect();
+            let mut adam = Adam::new(&sizes, 5e-5, 0.0);
+            let teacher: Vec<f32> = wave(batch * 512, 0.53);
+            let labels: Vec<usize> = (0..batch).map(|i| i * 7 % 65).collect();
+            let mut times = Vec::new();
+            for step in 0..4 {
+                let pixels = Tensor::randn(0f32, 1.0, batch * 3 * 224 * 224, &dev)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let started = std::time::Instant::now();
+                let f = backbone.forward_train(&pixels, batch, 224).unwrap();
+                let b = Batch {
+                    picks: &[],
+                    student: &[],
+                    teacher: &teacher,
+                    labels: &labels,
+                };
+                let (loss, _) = objective.loss(&f, &b).unwrap();
+                let grads = loss.backward().unwrap();
+                let refs: Vec<&Var> = vars.iter().collect();
+                adam.step_vars(&refs, &grads).unwrap();
+                if step > 0 {
+                    times.push(started.elapsed().as_secs_f64());
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            eprintln!("{name}: step {median:.3}s ({times:?})");
+            results.insert(
+                name.to_string(),
+                serde_json::json!({"seconds": median, "steps": times.len()}),
+            );
+        }
+        println!(
+            "step-bench {}",
+            serde_json::json!({"batch": batch, "students": results})
+        );
+    }
+}

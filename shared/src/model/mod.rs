@@ -2,6 +2,7 @@
 
 pub mod clip;
 mod clip_teacher;
+mod conv;
 mod cpu_kernels;
 mod device;
 mod files;

@@ -103,9 +103,16 @@ impl ConvBn {
             (Some((w, b)), false) => x
                 .conv2d(w, self.padding, self.stride, 1, 1)?
                 .broadcast_add(b),
-            _ => self
-                .bn
-                .forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?),
+            (_, true) => self.bn.forward(&crate::model::conv::conv2d(
+                x,
+                &self.weight,
+                self.stride,
+                self.padding,
+            )?),
+            (None, false) => {
+                self.bn
+                    .forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)
+            }
         }
     }
 }
