@@ -1,0 +1,270 @@
+//! The algorithms that train a backbone on images, end to end: `embed` a generated dataset with the
+//! committed tiny CLIP (teacher) and a tiny ResNet (student cache), Align, then Distill, KD, ERM
+//! fine-tuning and VL2V-SD through `distill run`; resume, report, and the errors users meet.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use vl2v_tests::{bin, fixtures, run, tiny_clip, write_dataset};
+
+const DOMAINS: [&str; 3] = ["art", "photo", "sketch"];
+const CLASSES: [&str; 2] = ["cat", "dog"];
+
+fn embed(root: &Path, cache_dir: &Path, extra: &[&str]) -> PathBuf {
+    let (out, stdout, stderr) = run(Command::new(bin("embed"))
+        .args(["--dataset", "toy", "--root"])
+        .arg(root)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(["--views", "2"])
+        .args(extra)
+        .env("HF_HUB_OFFLINE", "1"));
+    assert!(out.status.success(), "{stderr}");
+    PathBuf::from(stdout.lines().last().expect("embed prints the cache dir"))
+}
+
+fn distill(args: &[&str]) -> (bool, String, String) {
+    let (o, stdout, stderr) = run(Command::new(bin("distill")).args(args));
+    (o.status.success(), stdout, stderr)
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    fs::read_to_string(dir.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn tensor_names(path: &Path) -> Vec<String> {
+    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    let mut names: Vec<String> = tensors.into_keys().collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("toy");
+    write_dataset(&root, &DOMAINS, &CLASSES, 5, (40, 32));
+    let clip = tiny_clip();
+    let teacher = embed(
+        &root,
+        &tmp.path().join("teacher"),
+        &["--model", clip.to_str().unwrap()],
+    );
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let student = embed(
+        &root,
+        &tmp.path().join("student"),
+        &[
+            "--encoder",
+            "student",
+            "--student",
+            "test-resnet-basic",
+            "--model",
+            weights.to_str().unwrap(),
+        ],
+    );
+    let out = tmp.path().join("runs");
+    let (t, s, o) = (
+        teacher.to_str().unwrap(),
+        student.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let common = |algorithm: &'static str, steps: &'static str| {
+        vec![
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            o,
+            "--algorithm",
+            algorithm,
+            "--test-domain",
+            "art",
+            "--steps",
+            steps,
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-3",
+        ]
+    };
+
+    // Distill before Align: the error names the missing run and what to do.
+    let (ok, _, stderr) = distill(&common("adip-distill", "5"));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("adip-align/art/seed0") && stderr.contains("--algorithm adip-align"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = distill(&common("adip-align", "3"));
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = distill(&common("adip-distill", "5"));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("| art | 0 |"), "{stdout}");
+    let dir = out.join("toy/adip-distill/art/seed0");
+    for file in [
+        "results.jsonl",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "done",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let recs = records(&dir);
+    let steps: Vec<u64> = recs.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 2, 4]);
+    for r in &recs {
+        for key in [
+            "loss",
+            "cos_image",
+            "cos_text",
+            "train_out",
+            "test_in",
+            "tr_outloss",
+        ] {
+            assert!(r[key].as_f64().is_some_and(f64::is_finite), "{key}: {r}");
+        }
+        assert!(r["args"]["align_model"]
+            .as_str()
+            .unwrap()
+            .ends_with("adip-align/art/seed0/model.safetensors"));
+    }
+    // The saved model holds the trained backbone under its checkpoint names and the frozen projection,
+    // and the projection is the Align run's, unchanged.
+    let names = tensor_names(&dir.join("model.safetensors"));
+    for name in [
+        "conv1.weight",
+        "layer4.0.conv2.weight",
+        "proj.weight",
+        "proj.bias",
+    ] {
+        assert!(names.contains(&name.to_string()), "{names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.contains("running_mean")),
+        "{names:?}"
+    );
+    let load = |p: PathBuf| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let distilled = load(dir.join("model.safetensors"));
+    let aligned = load(out.join("toy/adip-align/art/seed0/model.safetensors"));
+    let pretrained = load(weights.clone());
+    let same = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+        let v = |t: &candle_core::Tensor| {
+            t.to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        v(a) == v(b)
+    };
+    assert!(same(&distilled["proj.weight"], &aligned["proj.weight"]));
+    // Every record follows at least one update (DomainBed's step s = after s + 1 updates): the backbone
+    // trained, the BatchNorm statistics did not (they are not parameters).
+    assert!(!same(
+        &distilled["conv1.weight"],
+        &pretrained["conv1.weight"]
+    ));
+    let checkpoint = load(dir.join("checkpoint.safetensors"));
+    assert!(!same(
+        &checkpoint["conv1.weight"],
+        &pretrained["conv1.weight"]
+    ));
+    assert!(checkpoint.contains_key("adam.m.layer1.0.conv1.weight"));
+
+    // Interrupted after step 2, resumed: the same results and checkpoint as the uninterrupted run.
+    let cut = tmp.path().join("cut");
+    let mut args = common("adip-distill", "5");
+    let pos = args.iter().position(|a| *a == o).unwrap();
+    let cut_s = cut.to_str().unwrap().to_string();
+    args[pos] = &cut_s;
+    // Distill reads the Align run under its own --out: copy the finished one.
+    let align_src = out.join("toy/adip-align/art/seed0");
+    let align_dst = cut.join("toy/adip-align/art/seed0");
+    fs::create_dir_all(&align_dst).unwrap();
+    for entry in fs::read_dir(&align_src).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), align_dst.join(entry.file_name())).unwrap();
+    }
+    let mut stop = args.clone();
+    stop.extend(["--stop-after", "2"]);
+    let (ok, _, stderr) = distill(&stop);
+    assert!(!ok && stderr.contains("stopped after step 2"), "{stderr}");
+    let (ok, _, stderr) = distill(&args);
+    assert!(ok && stderr.contains("resuming after step 2"), "{stderr}");
+    let cut_dir = cut.join("toy/adip-distill/art/seed0");
+    let strip = |mut r: Value| {
+        r["args"]["align_model"] = Value::Null;
+        r
+    };
+    let a: Vec<Value> = records(&cut_dir).into_iter().map(strip).collect();
+    let b: Vec<Value> = records(&dir).into_iter().map(strip).collect();
+    assert_eq!(a, b, "results after resuming");
+    assert_eq!(
+        fs::read(cut_dir.join("model.safetensors")).unwrap(),
+        fs::read(dir.join("model.safetensors")).unwrap()
+    );
+
+    // KD, ERM fine-tuning and SD (the teacher's own image tower) run and record their own metrics.
+    for (algorithm, keys) in [
+        ("kd", &["loss", "ce", "kl"][..]),
+        ("erm-ft", &["loss"][..]),
+        ("sd", &["loss", "cos_image", "cos_text"][..]),
+    ] {
+        let (ok, _, stderr) = distill(&common(algorithm, "3"));
+        assert!(ok, "{algorithm}: {stderr}");
+        let dir = out.join("toy").join(algorithm).join("art/seed0");
+        assert!(dir.join("done").is_file());
+        let recs = records(&dir);
+        assert_eq!(recs.len(), 2, "{algorithm}: steps 0 and 2");
+        for key in keys {
+            assert!(
+                recs[1][*key].as_f64().is_some_and(f64::is_finite),
+                "{algorithm} {key}"
+            );
+        }
+    }
+    let sd = tensor_names(&out.join("toy/sd/art/seed0/model.safetensors"));
+    assert!(
+        sd.contains(&"visual_projection.weight".to_string()),
+        "{sd:?}"
+    );
+    let kd = tensor_names(&out.join("toy/kd/art/seed0/model.safetensors"));
+    assert!(kd.contains(&"head.weight".to_string()), "{kd:?}");
+
+    let (ok, table, stderr) = distill(&["report", "--runs", o, "--dataset", "toy"]);
+    assert!(ok, "{stderr}");
+    for algorithm in ["adip-align", "adip-distill", "kd", "erm-ft", "sd"] {
+        assert!(table.contains(algorithm), "{algorithm} in {table}");
+    }
+
+    // Another model than the one the student cache was embedded with is refused, naming both.
+    let other = fixtures().join("students/resnet_bottleneck.safetensors");
+    let mut wrong = common("erm-ft", "3");
+    wrong.extend(["--model", other.to_str().unwrap()]);
+    let (ok, _, stderr) = distill(&wrong);
+    assert!(
+        !ok && stderr.contains("is not the model the cache was embedded with"),
+        "{stderr}"
+    );
+    // Images that moved: the error names the folder and the flag.
+    let mut moved = common("kd", "3");
+    moved.extend(["--data-root", "/nonexistent/toy", "--seed", "1"]);
+    let (ok, _, stderr) = distill(&moved);
+    assert!(
+        !ok && stderr.contains("/nonexistent/toy") && stderr.contains("--data-root"),
+        "{stderr}"
+    );
+}
