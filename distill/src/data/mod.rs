@@ -1,135 +1,18 @@
-//! Training data from caches: every view of every image ([`ViewTable`]), DomainBed's per-domain split
-//! ([`DomainSplits`]) and the seeded per-domain minibatch sampler ([`Sampler`]).
+//! Training data from caches: every view of every image ([`ViewTable`], memory-mapped from a file built
+//! once under the cache directory, see [`view_file`]), DomainBed's per-domain split ([`DomainSplits`]) and
+//! the seeded per-domain minibatch sampler ([`Sampler`]).
 //!
 //! Images are in the teacher cache's order (view-0 rows, part order then row order: DomainBed's
 //! `ImageFolder` order within a domain, see `splits_cmd`). A student cache is joined on (path, view); both
 //! caches must hold the same images with the same views.
 
-use std::collections::HashMap;
-use std::path::Path;
+mod view_file;
+mod view_table;
 
-use anyhow::{bail, ensure, Result};
-use vl2v::cache::Manifest;
+use anyhow::{ensure, Result};
 use vl2v::splits::domainbed_split;
 
-use crate::teacher_cache::for_each_row;
-
-/// Every view (0..=K) of every image of a cache as one row-major `[N, K+1, D]` matrix.
-#[derive(Clone, Debug)]
-pub struct ViewTable {
-    dim: usize,
-    views: usize,
-    values: Vec<f32>,
-}
-
-impl ViewTable {
-    /// Reads the cache in `dir` and places each row by its path (`index`: path → image number) and view.
-    /// Every image of `paths` must have every view `0..=manifest.views.count`, and the cache may hold no
-    /// other image; `what` names the cache in errors ("teacher", "student").
-    pub fn load(
-        dir: &Path,
-        manifest: &Manifest,
-        paths: &[String],
-        views: usize,
-        what: &str,
-    ) -> Result<Self> {
-        let dim = manifest.encoder.embedding_dim;
-        let cache_views = manifest.views.count as usize + 1;
-        ensure!(
-            cache_views == views,
-            "the {what} cache {} has {} augmented views per image but the teacher cache has {}: both \
-             caches must be embedded with the same --views and --seed",
-            dir.display(),
-            cache_views - 1,
-            views - 1
-        );
-        let index: HashMap<&str, usize> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.as_str(), i))
-            .collect();
-        let mut values = vec![0.0f32; paths.len() * views * dim];
-        let mut seen = vec![false; paths.len() * views];
-        for_each_row(dir, manifest, |path, row| {
-            let Some(&image) = index.get(row.path.as_str()) else {
-                bail!(
-                    "{}: the {what} cache holds image {}, which the teacher cache does not: the \
-                     caches must be embedded from the same dataset",
-                    path.display(),
-                    row.path
-                );
-            };
-            let view = usize::try_from(row.view).ok().filter(|&v| v < views);
-            let Some(view) = view else {
-                bail!(
-                    "{}: image {} has view {}, but the caches have views 0..={}",
-                    path.display(),
-                    row.path,
-                    row.view,
-                    views - 1
-                );
-            };
-            let at = image * views + view;
-            ensure!(
-                !seen[at],
-                "{}: image {} view {} appears twice",
-                path.display(),
-                row.path,
-                view
-            );
-            seen[at] = true;
-            values[at * dim..(at + 1) * dim].copy_from_slice(&row.embedding);
-            Ok(())
-        })?;
-        if let Some(missing) = seen.iter().position(|&s| !s) {
-            bail!(
-                "the {what} cache {} lacks image {} view {} (the image lists or view sets of the caches \
-                 differ: embed both from the same dataset with the same --views and --seed)",
-                dir.display(),
-                paths[missing / views],
-                missing % views
-            );
-        }
-        Ok(ViewTable { dim, views, values })
-    }
-
-    /// A table from its values, row-major `[n, views, dim]`.
-    #[cfg(test)]
-    pub fn from_values(dim: usize, views: usize, values: Vec<f32>) -> Self {
-        assert_eq!(values.len() % (dim * views), 0);
-        ViewTable { dim, views, values }
-    }
-
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Views per image, including view 0.
-    pub fn views(&self) -> usize {
-        self.views
-    }
-
-    pub fn row(&self, image: usize, view: usize) -> &[f32] {
-        let at = (image * self.views + view) * self.dim;
-        &self.values[at..at + self.dim]
-    }
-
-    /// Appends the rows of `(image, view)` pairs to `out` (cleared first): a contiguous `[n, dim]` batch.
-    pub fn gather_into(&self, picks: &[(usize, usize)], out: &mut Vec<f32>) {
-        out.clear();
-        for &(image, view) in picks {
-            out.extend_from_slice(self.row(image, view));
-        }
-    }
-
-    /// View 0 of `images`, as a contiguous `[n, dim]` matrix.
-    pub fn gather_view0(&self, images: &[usize]) -> Vec<f32> {
-        let picks: Vec<(usize, usize)> = images.iter().map(|&i| (i, 0)).collect();
-        let mut out = Vec::with_capacity(images.len() * self.dim);
-        self.gather_into(&picks, &mut out);
-        out
-    }
-}
+pub use view_table::ViewTable;
 
 /// DomainBed's in/out split of every domain, as image numbers (indices into the cache's image list).
 #[derive(Clone, Debug)]
