@@ -29,6 +29,10 @@ pub const DIR: &str = "distill";
 /// Bytes before the values: a page, so that the mapped values are aligned for f32 and f16.
 pub const HEADER_BYTES: usize = 4096;
 const MAGIC: &[u8; 8] = b"VL2VVIEW";
+/// Tables up to this size are read ahead whole when mapped.
+const WILL_NEED_BYTES: usize = 2 << 30;
+/// The lock file serialising builds in `<cache>/distill` (parallel runs on one cache build a table once).
+pub const LOCK_FILE: &str = ".lock";
 /// Values written per `pwrite` at most (consecutive rows are coalesced).
 const FLUSH_BYTES: usize = 4 << 20;
 
@@ -152,9 +156,14 @@ impl Mapped {
             map.len(),
             HEADER_BYTES + layout.value_bytes()
         );
-        // Minibatches touch rows at random: read-ahead would only evict useful pages.
+        // A small table is read ahead whole (a cold start costs one sequential read); minibatches of a large
+        // one touch rows at random, where read-ahead would only evict useful pages.
         #[cfg(unix)]
-        let _ = map.advise(memmap2::Advice::Random);
+        let _ = map.advise(if map.len() <= WILL_NEED_BYTES {
+            memmap2::Advice::WillNeed
+        } else {
+            memmap2::Advice::Random
+        });
         Ok(Mapped { map, layout })
     }
 
@@ -191,6 +200,34 @@ pub fn open(dir: &Path, key: &Key, layout: Layout) -> Option<Arc<Mapped>> {
     }
     Mapped::new(&file, layout).ok().map(Arc::new)
 }
+
+/// Waits for any other run building a table of the cache `dir` and holds its build lock until the returned
+/// file is dropped; `None` where the lock cannot be had (the build goes on unlocked).
+pub fn lock_builds(dir: &Path) -> Option<File> {
+    let sub = dir.join(DIR);
+    std::fs::create_dir_all(&sub).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(sub.join(LOCK_FILE))
+        .ok()?;
+    match file.try_lock() {
+        Ok(()) => Some(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "waiting for another run to finish building a view table in {}",
+                sub.display()
+            );
+            file.lock().ok().map(|()| file)
+        }
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
+/// Every named table built by this process (tests count them).
+#[cfg(test)]
+pub static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// Where a table being built goes.
 enum Dest {
@@ -342,6 +379,8 @@ impl Writer {
                     .and_then(|d| d.sync_all())
                     .with_context(|| format!("cannot sync {}", dir.display()))?;
                 remove_stale(dir, &key);
+                #[cfg(test)]
+                BUILT.lock().unwrap().push(target);
                 file
             }
         };

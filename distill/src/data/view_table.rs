@@ -61,7 +61,14 @@ impl ViewTable {
         let key = Key::new(dir, manifest, paths)?;
         let mapped = match view_file::open(dir, &key, layout) {
             Some(mapped) => mapped,
-            None => build(dir, manifest, paths, &key, layout, what)?,
+            None => {
+                // Another run may be building this very table: wait for it, then look again.
+                let _lock = view_file::lock_builds(dir);
+                match view_file::open(dir, &key, layout) {
+                    Some(mapped) => mapped,
+                    None => build(dir, manifest, paths, &key, layout, what)?,
+                }
+            }
         };
         Ok(ViewTable {
             dim,

@@ -152,12 +152,13 @@ fn assert_matches(
     }
 }
 
-/// The names in `<dir>/distill`, sorted.
+/// The names in `<dir>/distill` but the build lock, sorted.
 fn distill_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join(view_file::DIR))
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name != view_file::LOCK_FILE)
                 .collect()
         })
         .unwrap_or_default();
@@ -331,6 +332,26 @@ fn an_unwritable_cache_directory_builds_in_a_temporary_file() {
         std::fs::read(dir.join(view_file::DIR)).unwrap(),
         b"in the way"
     );
+}
+
+#[test]
+fn parallel_loads_build_one_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = write_cache(dir, EmbeddingDtype::F32, 6, 1, &all_rows(6, 2));
+    let parquet = parquet_values(dir, &m);
+    std::thread::scope(|s| {
+        let loads: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| ViewTable::load(dir, &m, &paths(6), 2, "teacher").unwrap()))
+            .collect();
+        for load in loads {
+            assert_matches(&load.join().unwrap(), &paths(6), &parquet);
+        }
+    });
+    assert_eq!(distill_files(dir).len(), 1, "{:?}", distill_files(dir));
+    let built = view_file::BUILT.lock().unwrap().clone();
+    let here = built.iter().filter(|p| p.starts_with(dir)).count();
+    assert_eq!(here, 1, "one load builds, the others wait and map its file");
 }
 
 #[test]
