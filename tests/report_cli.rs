@@ -1,5 +1,6 @@
 //! `distill report` end to end on a hand-made runs tree: selection (first maximum of train_out), mean ±
-//! standard error over trial seeds, domain order, incomplete replicates, unfinished runs, errors.
+//! standard error over trial seeds, domain order, incomplete replicates, unfinished runs, errors; the
+//! bar chart report.png beside report.md.
 
 use std::fs;
 use std::path::Path;
@@ -99,6 +100,25 @@ fn report_tabulates_mean_and_standard_error_over_trial_seeds() {
     );
     let written = fs::read_to_string(runs.join("toy").join("report.md")).unwrap();
     assert_eq!(written, stdout);
+
+    // report.png: 500 px high, at least 1000 wide, with bars of the first series (adip-align) in the
+    // chart's first colour (Tableau blue) and of the second (erm-lp) in orange; no temporary files left.
+    let img = image::open(runs.join("toy").join("report.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(img.height(), 500);
+    assert!(img.width() >= 1000, "width {}", img.width());
+    let count = |c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
+    // More than the 14×14 legend swatch: the bars are drawn too.
+    assert!(count([31, 119, 180]) > 1000, "{}", count([31, 119, 180]));
+    assert!(count([255, 127, 14]) > 1000, "{}", count([255, 127, 14]));
+    let mut names: Vec<String> = fs::read_dir(runs.join("toy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !fs::metadata(runs.join("toy").join(n)).unwrap().is_dir())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["report.md", "report.png"]);
 
     // --dataset filters; an unknown one is an error.
     let (ok, again, _) = report(&["--runs", runs.to_str().unwrap(), "--dataset", "toy"]);

@@ -10,6 +10,11 @@
 //! A `distill run --swad` run has a last line with `"swad": true` (the SWAD-averaged model): it takes no part
 //! in selection, and its `test_in` is the run's OOD figure instead (the paper's headline numbers are SWAD's);
 //! the ID figure stays the selected line's `train_out`.
+//!
+//! Beside each `report.md`, `report.png` charts the same cells (mean ± SE in percent) as grouped bars: one
+//! group per column, one series per algorithm (see `chart`).
+
+mod chart;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -30,7 +35,8 @@ line (the averaged model, as the paper does) as OOD instead; that line is never 
 Avg-OOD) of mean ± standard error (population std / sqrt(n)) in percent over replicates (trial seed ×
 seed) goes to stdout and to <runs>/<dataset>/report.md. The averages average the held-out domains within
 each replicate first (replicates with every domain only); a domain without runs prints – (and so do the
-averages).";
+averages). The same numbers go to <runs>/<dataset>/report.png as a bar chart (one group per column, one
+bar per algorithm, error bars ±SE; a cell without runs has no bar).";
 
 /// Tabulate finished runs (DomainBed's collect_results): mean ± SE per algorithm and held-out domain.
 #[derive(Debug, clap::Args)]
@@ -95,9 +101,14 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let mut out = String::new();
     for (i, (name, dir, results)) in datasets.iter().enumerate() {
-        let md = table(name, results);
+        let table = Table::new(results);
+        let md = table.markdown(name);
         write_bytes_atomic(&dir.join("report.md"), md.as_bytes())
             .with_context(|| format!("cannot write {}", dir.join("report.md").display()))?;
+        let png = dir.join("report.png");
+        let (groups, series) = table.chart_series();
+        chart::bar_chart_png(&png, &table.chart_title(name), &groups, &series)
+            .with_context(|| format!("cannot write {}", png.display()))?;
         if i > 0 {
             out.push('\n');
         }
@@ -189,69 +200,143 @@ fn format_cell(values: &[f64]) -> String {
     }
 }
 
-/// The markdown table of one dataset.
-fn table(dataset: &str, results: &[RunResult]) -> String {
-    // Columns: every held-out domain seen in the dataset, by index.
-    let domains: BTreeMap<u64, &str> = results.iter().map(|r| (r.env, r.domain.as_str())).collect();
-    let algorithms: BTreeSet<&str> = results.iter().map(|r| r.algorithm.as_str()).collect();
-    let replicates: BTreeSet<(i64, u64)> = results.iter().map(|r| r.replicate).collect();
-    let mut s = format!(
-        "## {dataset}\n\n\
-         Accuracy (%) at the evaluation with the best training-domain validation accuracy: per held-out \
-         domain its in split (OOD); Avg-ID = training-domain validation, Avg-OOD = held-out domains, \
-         averaged per replicate; runs trained with SWAD report the SWAD-averaged model's held-out in-split \
-         accuracy as OOD instead (as the paper does). Mean ± standard error over replicates (trial seed × \
-         seed).\n\n\
-         | algorithm |"
-    );
-    for name in domains.values() {
-        s.push_str(&format!(" {name} |"));
-    }
-    s.push_str(" Avg-ID | Avg-OOD |\n|---|");
-    s.push_str(&"---|".repeat(domains.len() + 2));
-    s.push('\n');
-    for algorithm in algorithms {
-        let runs: Vec<&RunResult> = results
-            .iter()
-            .filter(|r| r.algorithm == algorithm)
-            .collect();
-        s.push_str(&format!("| {algorithm} |"));
-        let mut complete = true;
-        for &env in domains.keys() {
-            let values: Vec<f64> = runs
+/// `100·mean` and `100·SE` of `values` (SE 0 for one value); `None` for none: a chart bar.
+fn cell_percent(values: &[f64]) -> Option<(f64, f64)> {
+    (!values.is_empty()).then(|| {
+        let (mean, se) = mean_se(values);
+        (100.0 * mean, 100.0 * se)
+    })
+}
+
+/// One dataset's cells before formatting, shared by `report.md` and `report.png`.
+#[derive(Debug, PartialEq)]
+struct Table {
+    /// The held-out domains, by index (the column order).
+    domains: Vec<String>,
+    /// Per algorithm (sorted by name): its name and, per column (the domains, then Avg-ID and Avg-OOD),
+    /// the per-replicate accuracies (fractions) the cell summarises.
+    rows: Vec<(String, Vec<Vec<f64>>)>,
+}
+
+impl Table {
+    fn new(results: &[RunResult]) -> Table {
+        // Columns: every held-out domain seen in the dataset, by index.
+        let domains: BTreeMap<u64, &str> =
+            results.iter().map(|r| (r.env, r.domain.as_str())).collect();
+        let algorithms: BTreeSet<&str> = results.iter().map(|r| r.algorithm.as_str()).collect();
+        let replicates: BTreeSet<(i64, u64)> = results.iter().map(|r| r.replicate).collect();
+        let mut rows = Vec::new();
+        for algorithm in algorithms {
+            let runs: Vec<&RunResult> = results
                 .iter()
-                .filter(|r| r.env == env)
-                .map(|r| r.selected.ood())
+                .filter(|r| r.algorithm == algorithm)
                 .collect();
-            complete &= !values.is_empty();
-            s.push_str(&format!(" {} |", format_cell(&values)));
-        }
-        // Per replicate with a run for every domain: the mean over domains, then mean ± SE of those.
-        let (mut id, mut ood) = (Vec::new(), Vec::new());
-        if complete {
-            for &rep in &replicates {
-                let per_domain: Vec<&Selected> = domains
-                    .keys()
-                    .filter_map(|&env| {
-                        runs.iter()
-                            .find(|r| r.replicate == rep && r.env == env)
-                            .map(|r| &r.selected)
-                    })
-                    .collect();
-                if per_domain.len() == domains.len() {
-                    let n = per_domain.len() as f64;
-                    id.push(per_domain.iter().map(|r| r.train_out).sum::<f64>() / n);
-                    ood.push(per_domain.iter().map(|r| r.ood()).sum::<f64>() / n);
+            let mut cells: Vec<Vec<f64>> = domains
+                .keys()
+                .map(|&env| {
+                    runs.iter()
+                        .filter(|r| r.env == env)
+                        .map(|r| r.selected.ood())
+                        .collect()
+                })
+                .collect();
+            let complete = cells.iter().all(|c| !c.is_empty());
+            // Per replicate with a run for every domain: the mean over domains, then mean ± SE of those.
+            let (mut id, mut ood) = (Vec::new(), Vec::new());
+            if complete {
+                for &rep in &replicates {
+                    let per_domain: Vec<&Selected> = domains
+                        .keys()
+                        .filter_map(|&env| {
+                            runs.iter()
+                                .find(|r| r.replicate == rep && r.env == env)
+                                .map(|r| &r.selected)
+                        })
+                        .collect();
+                    if per_domain.len() == domains.len() {
+                        let n = per_domain.len() as f64;
+                        id.push(per_domain.iter().map(|r| r.train_out).sum::<f64>() / n);
+                        ood.push(per_domain.iter().map(|r| r.ood()).sum::<f64>() / n);
+                    }
                 }
             }
+            cells.push(id);
+            cells.push(ood);
+            rows.push((algorithm.to_string(), cells));
         }
-        s.push_str(&format!(
-            " {} | {} |\n",
-            format_cell(&id),
-            format_cell(&ood)
-        ));
+        Table {
+            domains: domains.values().map(|d| d.to_string()).collect(),
+            rows,
+        }
     }
-    s
+
+    /// The markdown table.
+    fn markdown(&self, dataset: &str) -> String {
+        let mut s = format!(
+            "## {dataset}\n\n\
+             Accuracy (%) at the evaluation with the best training-domain validation accuracy: per held-out \
+             domain its in split (OOD); Avg-ID = training-domain validation, Avg-OOD = held-out domains, \
+             averaged per replicate; runs trained with SWAD report the SWAD-averaged model's held-out in-split \
+             accuracy as OOD instead (as the paper does). Mean ± standard error over replicates (trial seed × \
+             seed).\n\n\
+             | algorithm |"
+        );
+        for name in &self.domains {
+            s.push_str(&format!(" {name} |"));
+        }
+        s.push_str(" Avg-ID | Avg-OOD |\n|---|");
+        s.push_str(&"---|".repeat(self.domains.len() + 2));
+        s.push('\n');
+        for (algorithm, cells) in &self.rows {
+            s.push_str(&format!("| {algorithm} |"));
+            for values in cells {
+                s.push_str(&format!(" {} |", format_cell(values)));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The chart's groups (the columns) and one series per algorithm (row), in percent.
+    fn chart_series(&self) -> (Vec<String>, Vec<chart::Series>) {
+        let groups = self
+            .domains
+            .iter()
+            .cloned()
+            .chain(["Avg-ID".to_string(), "Avg-OOD".to_string()])
+            .collect();
+        let series = self
+            .rows
+            .iter()
+            .map(|(algorithm, cells)| chart::Series {
+                name: algorithm.clone(),
+                values: cells.iter().map(|v| cell_percent(v)).collect(),
+            })
+            .collect();
+        (groups, series)
+    }
+
+    /// The chart's title; it names the number of replicates when every per-domain cell has the same.
+    fn chart_title(&self, dataset: &str) -> String {
+        let counts: BTreeSet<usize> = self
+            .rows
+            .iter()
+            .flat_map(|(_, cells)| cells[..self.domains.len()].iter().map(Vec::len))
+            .filter(|&n| n > 0)
+            .collect();
+        let over = match counts.iter().collect::<Vec<_>>()[..] {
+            [1] => "1 replicate".to_string(),
+            [&n] => format!("mean ± SE over {n} replicates"),
+            _ => "mean ± SE over replicates".to_string(),
+        };
+        format!("{dataset}: accuracy (%) by held-out domain ({over})")
+    }
+}
+
+/// The markdown table of one dataset.
+#[cfg(test)]
+fn table(dataset: &str, results: &[RunResult]) -> String {
+    Table::new(results).markdown(dataset)
 }
 
 #[cfg(test)]
@@ -358,5 +443,42 @@ mod tests {
             .find("| b-alg | 40.0 ± 7.1 | 60.0 ± 7.1 | 75.0 ± 3.5 | 50.0 ± 7.1 |")
             .expect(&t);
         assert!(a < b);
+    }
+
+    #[test]
+    fn the_chart_has_the_table_columns_and_numbers() {
+        let results = [
+            result("b-alg", 2, 0, 0.9, 0.5),
+            result("b-alg", 0, 0, 0.7, 0.3),
+            result("b-alg", 2, 1, 0.8, 0.7),
+            result("b-alg", 0, 1, 0.6, 0.5),
+            result("a-alg", 0, 0, 0.5, 0.25),
+        ];
+        let t = Table::new(&results);
+        let (groups, series) = t.chart_series();
+        assert_eq!(groups, ["art", "sketch", "Avg-ID", "Avg-OOD"]);
+        let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a-alg", "b-alg"]);
+        assert_eq!(series[0].values, [Some((25.0, 0.0)), None, None, None]);
+        let b: Vec<(f64, f64)> = series[1].values.iter().map(|v| v.unwrap()).collect();
+        let se = 10.0 / 2f64.sqrt();
+        for (got, want) in b
+            .iter()
+            .zip([(40.0, se), (60.0, se), (75.0, se / 2.0), (50.0, se)])
+        {
+            assert!(
+                (got.0 - want.0).abs() < 1e-9 && (got.1 - want.1).abs() < 1e-9,
+                "{b:?}"
+            );
+        }
+        // a-alg has 1 replicate, b-alg 2: the title does not name a count.
+        assert_eq!(
+            t.chart_title("toy"),
+            "toy: accuracy (%) by held-out domain (mean ± SE over replicates)"
+        );
+        let t = Table::new(&results[..4]);
+        assert!(t
+            .chart_title("toy")
+            .ends_with("(mean ± SE over 2 replicates)"));
     }
 }
