@@ -14,6 +14,7 @@ mod evaluate;
 mod graph_losses;
 mod images;
 mod losses;
+mod pretrain;
 mod report;
 mod run_cmd;
 mod runs;
@@ -44,6 +45,9 @@ enum Command {
     /// Train and evaluate an algorithm (zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill, sd)
     /// leave-one-domain-out.
     Run(Box<run_cmd::Args>),
+    /// Train the offline demo's models from generated data: a miniature CLIP teacher and a student
+    /// pretrained on one style (make lab-models).
+    Pretrain(pretrain::Args),
     /// Tabulate finished runs per dataset: mean ± SE over seeds per algorithm and held-out domain.
     Report(report::Args),
 }
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Report(args) => report::run(args),
+        Command::Pretrain(args) => pretrain::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

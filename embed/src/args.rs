@@ -50,7 +50,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = EncoderKind::Teacher)]
     pub encoder: EncoderKind,
 
-    /// Student architecture for --encoder student: resnet18, resnet50, vit-small, vit-base (weights from
+    /// Student architecture for --encoder student: resnet18, resnet50, vit-small, vit-base, mini-vit (the
+    /// demo's; weights from
     /// --model: a directory or hub id with model.safetensors, or a .safetensors file, under the
     /// torchvision/timm names).
     #[arg(long)]

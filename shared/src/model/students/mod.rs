@@ -25,8 +25,9 @@ pub use vit::{Vit, VitConfig};
 
 use super::{load_into_varmap, mmap_weights, weights_error, ModelError, TRAIN_DTYPE};
 
-/// The architectures vl2v trains as students, by their VL2V names (`--backbone`/`model`).
-pub const STUDENT_NAMES: [&str; 4] = ["resnet18", "resnet50", "vit-small", "vit-base"];
+/// The architectures vl2v trains as students, by their VL2V names (`--backbone`/`model`), and the offline
+/// demo's miniature ViT.
+pub const STUDENT_NAMES: [&str; 5] = ["resnet18", "resnet50", "vit-small", "vit-base", "mini-vit"];
 
 /// Fixture-sized versions of each architecture (tests/fixtures/students/): same code paths, tiny widths.
 pub const TEST_STUDENT_NAMES: [&str; 3] =
@@ -64,6 +65,16 @@ impl StudentConfig {
             "resnet50" => Self::ResNet(ResNetConfig::RESNET50),
             "vit-small" => Self::Vit(VitConfig::VIT_SMALL),
             "vit-base" => Self::Vit(VitConfig::VIT_BASE),
+            // The offline demo's student (`distill pretrain student`, shared/models/mini-vit): sized for
+            // the 64-pixel generated benchmark.
+            "mini-vit" => Self::Vit(VitConfig {
+                image_size: 64,
+                patch_size: 16,
+                dim: 128,
+                depth: 4,
+                heads: 4,
+                mlp: 512,
+            }),
             "test-resnet-basic" => tiny_resnet(BlockKind::Basic),
             "test-resnet-bottleneck" => tiny_resnet(BlockKind::Bottleneck),
             "test-vit" => Self::Vit(VitConfig {
