@@ -60,7 +60,7 @@ pub struct Args {
     pub cache: PathBuf,
 
     /// A cache of student features with the same images and views as the teacher's (joined on path and
-    /// view); required by erm-lp and adip-align.
+    /// view); required by every algorithm but zeroshot and sd.
     #[arg(long)]
     pub student_cache: Option<PathBuf>,
 
@@ -129,7 +129,7 @@ pub struct Args {
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
 
-    /// SWAD (dense weight averaging over the loss valley; erm-lp and adip-align): evaluate the averaged
+    /// SWAD (dense weight averaging over the loss valley; every algorithm that trains): evaluate the averaged
     /// model at the end (a last results.jsonl line with "swad": true, model_swad.safetensors) and stop early
     /// on a dead valley. A --swad run keeps no resume checkpoint: interrupted, it restarts from step 0.
     #[arg(long)]
@@ -183,7 +183,7 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     if args.swad && entry.name == "zeroshot" {
-        bail!("--swad averages trained parameters; zeroshot trains nothing (use erm-lp or adip-align)");
+        bail!("--swad averages trained parameters; zeroshot trains nothing");
     }
     let swad = args.swad.then(|| args.swad_variant.variant());
     let teacher = TeacherCache::open(&args.cache)?;
