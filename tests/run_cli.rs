@@ -341,3 +341,57 @@ fn swad_runs_end_with_the_averaged_model() {
     assert!(!ok);
     assert!(stderr.contains("zeroshot trains nothing"), "{stderr}");
 }
+
+#[test]
+fn sweep_runs_a_tagged_grid_and_reports_each_configuration() {
+    let c = caches();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("sweep");
+    let (o, _, stderr) = run(Command::new(bin("distill"))
+        .arg("sweep")
+        .arg("--cache")
+        .arg(&c.teacher)
+        .arg("--student-cache")
+        .arg(&c.student)
+        .args(["--algorithm", "adip-align", "--lambda", "0.2,0.8"])
+        .args(["--trial-seeds", "0,1", "--jobs", "2", "--out"])
+        .arg(&out)
+        .args([
+            "--",
+            "--steps",
+            "3",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "2",
+        ]));
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("4 of 4 runs finished"), "{stderr}");
+    for lambda in ["0.2", "0.8"] {
+        for (trial, leaf) in [(0, "seed0"), (1, "seed0-trial1")] {
+            let dir = out
+                .join(format!("toy/adip-align@lambda{lambda}"))
+                .join("sketch")
+                .join(leaf);
+            assert!(dir.join("done").is_file(), "{}", dir.display());
+            let r = &records(&dir)[0];
+            assert_eq!(r["hparams"]["lambda"].to_string(), lambda);
+            assert_eq!(r["args"]["trial_seed"], trial);
+            assert_eq!(r["args"]["tag"], format!("lambda{lambda}"));
+        }
+    }
+    let report = fs::read_to_string(out.join("toy/report.md")).unwrap();
+    assert!(report.contains("| adip-align@lambda0.2 |"), "{report}");
+    assert!(report.contains("| adip-align@lambda0.8 |"), "{report}");
+
+    // A bad value is refused before anything runs.
+    let (o, _, stderr) = run(Command::new(bin("distill"))
+        .arg("sweep")
+        .arg("--cache")
+        .arg(&c.teacher)
+        .args(["--algorithm", "adip-align", "--lambda", "0.2,x"]));
+    assert!(
+        !o.status.success() && stderr.contains("--lambda 'x'"),
+        "{stderr}"
+    );
+}

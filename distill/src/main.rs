@@ -20,6 +20,7 @@ mod run_cmd;
 mod runs;
 mod splits_cmd;
 mod swad;
+mod sweep;
 mod teacher_cache;
 mod trainer;
 mod zeroshot;
@@ -45,6 +46,8 @@ enum Command {
     /// Train and evaluate an algorithm (zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill, sd)
     /// leave-one-domain-out.
     Run(Box<run_cmd::Args>),
+    /// A grid of `run`s (λ × trial seed × seed) from the same caches, several at once.
+    Sweep(sweep::Args),
     /// Train the offline demo's models from generated data: a miniature CLIP teacher and a student
     /// pretrained on one style (make lab-models).
     Pretrain(pretrain::Args),
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Report(args) => report::run(args),
         Command::Pretrain(args) => pretrain::run(args),
+        Command::Sweep(args) => sweep::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

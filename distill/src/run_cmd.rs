@@ -129,6 +129,12 @@ pub struct Args {
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
 
+    /// A name for this configuration (letters, digits, `.`, `_`, `-`): runs go to `<algorithm>@<TAG>/`, a row
+    /// of its own in the report (hyper-parameter sweeps: `distill sweep` sets it); adip-distill then reads
+    /// the Align run `adip-align@<TAG>`.
+    #[arg(long)]
+    pub tag: Option<String>,
+
     /// SWAD (dense weight averaging over the loss valley; every algorithm that trains): evaluate the averaged
     /// model at the end (a last results.jsonl line with "swad": true, model_swad.safetensors) and stop early
     /// on a dead valley. A --swad run keeps no resume checkpoint: interrupted, it restarts from step 0.
@@ -168,8 +174,25 @@ impl SwadVariantArg {
     }
 }
 
+/// The folder of an algorithm's runs: its name, or `<name>@<tag>`.
+pub fn folder(algorithm: &str, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("{algorithm}@{t}"),
+        None => algorithm.to_string(),
+    }
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let entry = algorithms::lookup(&args.algorithm)?;
+    if let Some(tag) = &args.tag {
+        ensure!(
+            !tag.is_empty()
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+            "--tag '{tag}': use letters, digits, '.', '_' and '-' only"
+        );
+    }
     ensure!(
         (0.0..1.0).contains(&args.holdout_fraction),
         "--holdout-fraction must be in [0, 1), got {}",
@@ -269,7 +292,7 @@ pub fn run(args: &Args) -> Result<()> {
             let dir = crate::runs::run_dir(
                 &args.out,
                 &m.dataset.name,
-                "adip-align",
+                &folder("adip-align", args.tag.as_deref()),
                 &domains[test],
                 args.seed,
                 args.trial_seed,
@@ -353,19 +376,27 @@ pub fn run(args: &Args) -> Result<()> {
         if let Some(model) = &args.model {
             run_args["model"] = json!(model);
         }
+        if let Some(tag) = &args.tag {
+            run_args["tag"] = json!(tag);
+        }
         let config = RunConfig {
             steps,
             checkpoint_freq,
             seed: args.seed,
             args: run_args,
-            label: format!("{} {} (test {})", m.dataset.name, entry.name, domains[test]),
+            label: format!(
+                "{} {} (test {})",
+                m.dataset.name,
+                folder(entry.name, args.tag.as_deref()),
+                domains[test]
+            ),
             stop_after: args.stop_after,
             swad,
         };
         let dir = crate::runs::run_dir(
             &args.out,
             &m.dataset.name,
-            entry.name,
+            &folder(entry.name, args.tag.as_deref()),
             &domains[test],
             args.seed,
             args.trial_seed,

@@ -1,0 +1,201 @@
+//! `distill sweep`: a grid of `distill run`s over λ, trial seeds and seeds from the same caches, several
+//! at a time. Each run is its own `distill run` process with its share of the cores (a small training
+//! step parallelises poorly; independent runs use every core fully), its stderr kept in a log; the caches'
+//! view files are memory-mapped, so concurrent runs share one copy of the features in the page cache.
+//! Finished runs are skipped as `distill run` skips them, so an interrupted sweep resumes.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::teacher_cache::open_manifest;
+
+const AFTER_HELP: &str = "\
+Example: the paper's λ sweep of ADiP Align, 9 values × 3 trial seeds × every held-out domain, two runs at a
+time:
+
+  distill sweep --cache T --student-cache S --algorithm adip-align --lambda 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9 \\
+      --trial-seeds 0,1,2 --jobs 2
+
+Each (λ, trial seed, seed) is one `distill run --test-domain all` with `--tag lambda<λ>` (its runs go to
+<out>/<dataset>/<algorithm>@lambda<λ>/…, one row per λ in the report) and RAYON_NUM_THREADS =
+CANDLE_NUM_THREADS = cores / jobs. Its stderr goes to <out>/<dataset>/sweep-logs/. Arguments after `--` are
+passed to every run (e.g. -- --steps 2000 --swad). When all are done the report of the dataset is printed.";
+
+/// Run a grid of `distill run`s (λ × trial seed × seed) from the same caches, several at once.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// The teacher cache (as `distill run --cache`).
+    #[arg(long)]
+    pub cache: PathBuf,
+    /// The student cache (as `distill run --student-cache`).
+    #[arg(long)]
+    pub student_cache: Option<PathBuf>,
+    /// The algorithm every run trains.
+    #[arg(long)]
+    pub algorithm: String,
+    /// Comma-separated values of λ; each becomes a tagged configuration (`<algorithm>@lambda<λ>`).
+    #[arg(long, value_delimiter = ',')]
+    pub lambda: Vec<String>,
+    /// Comma-separated DomainBed trial seeds (the in/out split).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0",
+        allow_negative_numbers = true
+    )]
+    pub trial_seeds: Vec<i64>,
+    /// Comma-separated seeds (initialisation and sampling).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub seeds: Vec<u64>,
+    /// Runs at a time [default: the number of cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Root of the run directories.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// More `distill run` arguments for every run.
+    #[arg(last = true)]
+    pub run_args: Vec<String>,
+}
+
+struct Job {
+    name: String,
+    args: Vec<String>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    crate::algorithms::lookup(&args.algorithm)?;
+    let manifest = open_manifest(&args.cache)?;
+    for value in &args.lambda {
+        let v: f64 = value
+            .parse()
+            .ok()
+            .with_context(|| format!("--lambda '{value}' is not a number"))?;
+        ensure!(v.is_finite(), "--lambda '{value}' is not a finite number");
+    }
+    let lambdas: Vec<Option<&str>> = if args.lambda.is_empty() {
+        vec![None]
+    } else {
+        args.lambda.iter().map(|l| Some(l.as_str())).collect()
+    };
+    let mut jobs = Vec::new();
+    for &lambda in &lambdas {
+        for &trial in &args.trial_seeds {
+            for &seed in &args.seeds {
+                let mut a: Vec<String> = vec![
+                    "run".into(),
+                    "--cache".into(),
+                    args.cache.display().to_string(),
+                    "--algorithm".into(),
+                    args.algorithm.clone(),
+                    "--trial-seed".into(),
+                    trial.to_string(),
+                    "--seed".into(),
+                    seed.to_string(),
+                    "--out".into(),
+                    args.out.display().to_string(),
+                ];
+                if let Some(s) = &args.student_cache {
+                    a.extend(["--student-cache".into(), s.display().to_string()]);
+                }
+                let mut name = args.algorithm.clone();
+                if let Some(l) = lambda {
+                    let tag = format!("lambda{l}");
+                    a.extend([
+                        "--lambda".into(),
+                        l.to_string(),
+                        "--tag".into(),
+                        tag.clone(),
+                    ]);
+                    name = format!("{name}@{tag}");
+                }
+                a.extend(args.run_args.iter().cloned());
+                jobs.push(Job {
+                    name: format!("{name}-trial{trial}-seed{seed}"),
+                    args: a,
+                });
+            }
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallel = args.jobs.unwrap_or(cores).clamp(1, jobs.len().max(1));
+    let threads = (cores / parallel).max(1);
+    let logs = args.out.join(&manifest.dataset.name).join("sweep-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let exe = std::env::current_exe().context("cannot find the distill executable")?;
+    eprintln!(
+        "sweep: {} runs of `distill run --algorithm {}`, {parallel} at a time with {threads} thread(s) \
+         each; logs in {}",
+        jobs.len(),
+        args.algorithm,
+        logs.display()
+    );
+
+    let bar = ProgressBar::new(jobs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "sweep [{bar:30}] {pos}/{len} runs, {elapsed} elapsed, eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let log_path = logs.join(format!("{}.log", job.name));
+                let outcome = std::fs::File::create(&log_path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|log| {
+                        Ok(Command::new(&exe)
+                            .args(&job.args)
+                            .env("RAYON_NUM_THREADS", threads.to_string())
+                            .env("CANDLE_NUM_THREADS", threads.to_string())
+                            .stdout(Stdio::null())
+                            .stderr(log)
+                            .status()?)
+                    });
+                match outcome {
+                    Ok(status) if status.success() => {}
+                    Ok(status) => failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(format!(
+                            "{} ({status}; see {})",
+                            job.name,
+                            log_path.display()
+                        )),
+                    Err(e) => failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(format!("{}: {e:#}", job.name)),
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+    eprintln!(
+        "sweep: {} of {} runs finished in {:.1} s",
+        jobs.len() - failed.len(),
+        jobs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!("{} run(s) failed: {}", failed.len(), failed.join("; "));
+    }
+    crate::report::run(&crate::report::Args {
+        runs: args.out.clone(),
+        dataset: Some(manifest.dataset.name.clone()),
+    })
+}
