@@ -375,6 +375,8 @@ impl Writer {
                     .persist(&target)
                     .with_context(|| format!("cannot create {}", target.display()))?;
                 let dir = target.parent().unwrap_or(Path::new("."));
+                // Makes the rename durable; directories cannot be opened for syncing on Windows.
+                #[cfg(unix)]
                 File::open(dir)
                     .and_then(|d| d.sync_all())
                     .with_context(|| format!("cannot sync {}", dir.display()))?;
