@@ -103,12 +103,15 @@ impl ConvBn {
             (Some((w, b)), false) => x
                 .conv2d(w, self.padding, self.stride, 1, 1)?
                 .broadcast_add(b),
-            (_, true) => self.bn.forward(&crate::model::conv::conv2d(
-                x,
-                &self.weight,
-                self.stride,
-                self.padding,
-            )?),
+            // Frozen BatchNorm is an affine map: folded into the weights here too (differentiably), so
+            // the activations see one broadcast add instead of a multiply and an add, forward and back.
+            (_, true) => {
+                let (scale, shift) = self.bn.scale_shift()?;
+                let c = scale.dim(0)?;
+                let w = self.weight.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
+                crate::model::conv::conv2d(x, &w, self.stride, self.padding)?
+                    .broadcast_add(&shift.reshape((1, c, 1, 1))?)
+            }
             (None, false) => {
                 self.bn
                     .forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)
