@@ -18,6 +18,7 @@
 #   DEMO_STEPS   training steps per run [300]        DEMO_FREQ   evaluate every N steps [50]
 #   DEMO_VIEWS   augmented views cached per image [4]
 #   DEMO_PER_CLASS images per (domain, class) [60]
+#   DEMO_TEACHER, DEMO_STUDENT  the models [shared/models/mini-clip, shared/models/mini-vit]
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,8 +31,8 @@ STEPS="${DEMO_STEPS:-300}"
 FREQ="${DEMO_FREQ:-50}"
 VIEWS="${DEMO_VIEWS:-4}"
 PER_CLASS="${DEMO_PER_CLASS:-60}"
-TEACHER=shared/models/mini-clip
-STUDENT=shared/models/mini-vit
+TEACHER="${DEMO_TEACHER:-shared/models/mini-clip}"
+STUDENT="${DEMO_STUDENT:-shared/models/mini-vit}"
 
 say() { printf '\n== %s\n' "$*" >&2; }
 started=$SECONDS

@@ -213,7 +213,7 @@ fn cell_percent(values: &[f64]) -> Option<(f64, f64)> {
 struct Table {
     /// The held-out domains, by index (the column order).
     domains: Vec<String>,
-    /// Per algorithm (sorted by name): its name and, per column (the domains, then Avg-ID and Avg-OOD),
+    /// Per algorithm (in the registry's order, then by name): its name and, per column (the domains, then Avg-ID and Avg-OOD),
     /// the per-replicate accuracies (fractions) the cell summarises.
     rows: Vec<(String, Vec<Vec<f64>>)>,
 }
@@ -223,7 +223,22 @@ impl Table {
         // Columns: every held-out domain seen in the dataset, by index.
         let domains: BTreeMap<u64, &str> =
             results.iter().map(|r| (r.env, r.domain.as_str())).collect();
-        let algorithms: BTreeSet<&str> = results.iter().map(|r| r.algorithm.as_str()).collect();
+        let mut algorithms: Vec<&str> = results
+            .iter()
+            .map(|r| r.algorithm.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // The paper's order (the registry's: baselines, then ADiP, then SD), tagged variants after their
+        // algorithm, unknown folder names last.
+        algorithms.sort_by_key(|name| {
+            let base = name.split('@').next().unwrap_or(name);
+            let rank = crate::algorithms::REGISTRY
+                .iter()
+                .position(|e| e.name == base)
+                .unwrap_or(usize::MAX);
+            (rank, name.to_string())
+        });
         let replicates: BTreeSet<(i64, u64)> = results.iter().map(|r| r.replicate).collect();
         let mut rows = Vec::new();
         for algorithm in algorithms {
