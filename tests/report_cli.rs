@@ -88,10 +88,10 @@ fn report_tabulates_mean_and_standard_error_over_trial_seeds() {
         [
             "| algorithm | photo | art | Avg-ID | Avg-OOD |",
             "|---|---|---|---|---|",
-            "| adip-align | 65.0 ± 3.5 | 45.0 ± 3.5 | 75.0 ± 0.0 | 55.0 ± 3.5 |",
             "| erm-lp | 40.0 ± 7.1 | 50.0 | 70.0 | 40.0 |",
+            "| adip-align | 65.0 ± 3.5 | 45.0 ± 3.5 | 75.0 ± 0.0 | 55.0 ± 3.5 |",
         ],
-        "{stdout}"
+        "rows in the registry's order: {stdout}"
     );
     let unfinished = Path::new("erm-lp").join("art").join("seed0-trial1");
     assert!(
