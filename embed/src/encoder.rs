@@ -8,8 +8,9 @@ use vl2v::model::{ClipTeacher, Device, ModelError, ModelFiles};
 pub enum Encoder {
     // Boxed: the tokenizer makes the teacher large.
     Teacher(Box<ClipTeacher>),
+    // Boxed too: with the `cuda` feature candle's `Device` makes this variant large.
     Student {
-        model: Student,
+        model: Box<Student>,
         name: String,
         device: Device,
     },
@@ -23,7 +24,7 @@ impl Encoder {
                 STUDENT_NAMES.join(", ")
             )
         })?;
-        let model = Student::load_frozen(&files.weights, &config, device)?;
+        let model = Box::new(Student::load_frozen(&files.weights, &config, device)?);
         Ok(Self::Student {
             model,
             name: name.to_string(),
