@@ -60,11 +60,12 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Against PyTorch, same threads: embed images/s (BENCH_N=480, BENCH_ARCH=b16|b32), an OfficeHome-sized
-# adip-align run, and one student training step (ResNet-18, ViT-S/16).
+# adip-align run, one student training step (ResNet-18, ViT-S/16), and a 108-run λ sweep of adip-align.
 bench:
 	CARGO="$(CARGO)" bash tests/bench/run_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_align_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_step_bench.sh
+	CARGO="$(CARGO)" bash tests/bench/run_sweep_bench.sh
 
 # Regenerate the PyTorch parity fixtures (needs torch + transformers; never run in CI).
 fixtures:

@@ -199,3 +199,172 @@ pub fn run(args: &Args) -> Result<()> {
         dataset: Some(manifest.dataset.name.clone()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use vl2v::cache::{
+        write_image_part, write_texts, ClassInfo, Counts, DatasetInfo, EmbeddingDtype, EncoderInfo,
+        EncoderRole, ImageRow, Manifest, TextRow, ViewSet, FORMAT_VERSION, TEXTS_FILE,
+    };
+    use vl2v::views::ViewParams;
+
+    use crate::data::Rng;
+
+    /// OfficeHome's domains and image counts.
+    const DOMAINS: [(&str, usize); 4] = [
+        ("Art", 2427),
+        ("Clipart", 4365),
+        ("Product", 4439),
+        ("Real World", 4357),
+    ];
+    const CLASSES: usize = 65;
+
+    fn unit(v: &mut [f32]) {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+
+    fn write(
+        dir: &Path,
+        role: EncoderRole,
+        rows: &[ImageRow],
+        dim: usize,
+        texts: Option<Vec<TextRow>>,
+    ) {
+        std::fs::create_dir_all(dir.join("images")).unwrap();
+        let mut parts = Vec::new();
+        for (p, chunk) in rows.chunks(256).enumerate() {
+            let name = format!("images/part-{p:05}.parquet");
+            write_image_part(&dir.join(&name), dim, EmbeddingDtype::F32, chunk, &[]).unwrap();
+            parts.push(name);
+        }
+        if let Some(t) = &texts {
+            write_texts(&dir.join(TEXTS_FILE), dim, EmbeddingDtype::F32, t).unwrap();
+        }
+        let student = role == EncoderRole::Student;
+        Manifest {
+            format_version: FORMAT_VERSION,
+            tool_version: "sweep-bench".into(),
+            dataset: DatasetInfo {
+                name: "officehome".into(),
+                root: "/nonexistent".into(),
+                domains: DOMAINS.iter().map(|d| d.0.to_string()).collect(),
+                classes: (0..CLASSES)
+                    .map(|c| ClassInfo {
+                        folder: format!("class_{c:02}"),
+                        name: format!("class {c:02}"),
+                    })
+                    .collect(),
+            },
+            encoder: EncoderInfo {
+                model: "random".into(),
+                revision: None,
+                commit: None,
+                weights_sha256: "00".repeat(32),
+                role,
+                architecture: if student {
+                    "student vit-base, 768 features".into()
+                } else {
+                    "clip".into()
+                },
+                embedding_dim: dim,
+                normalized: !student,
+            },
+            preprocess: serde_json::json!({}),
+            views: ViewSet {
+                count: 0,
+                seed: 0,
+                recipe: "none".into(),
+            },
+            embedding_dtype: EmbeddingDtype::F32,
+            logit_scale: (!student).then_some(100.0),
+            templates: if student {
+                vec![]
+            } else {
+                vec![crate::analyze::PHOTO_TEMPLATE.into()]
+            },
+            counts: Counts {
+                images: rows.len() as u64,
+                rows: rows.len() as u64,
+                ..Counts::default()
+            },
+            skipped: vec![],
+            parts,
+            shards: 1,
+            created: "2026-01-01T00:00:00Z".into(),
+            finished: "2026-01-01T00:00:00Z".into(),
+        }
+        .write(dir)
+        .unwrap();
+    }
+
+    /// Writes an OfficeHome-sized teacher cache (512-d, unit, clustered by class) and student cache
+    /// (768-d, a noisy random projection of the teacher's) under `$VL2V_SWEEP_CACHES/{teacher,student}`:
+    /// the input of tests/bench/run_sweep_bench.sh.
+    #[test]
+    #[ignore = "benchmark input: tests/bench/run_sweep_bench.sh"]
+    fn write_officehome_sized_caches() {
+        let root = std::env::var("VL2V_SWEEP_CACHES").expect("VL2V_SWEEP_CACHES");
+        let root = Path::new(&root);
+        let (dt, ds) = (512, 768);
+        let mut rng = Rng::new(11);
+        let mut gauss = || (rng.unit_f32() - 0.5) * 3.46;
+        let centres: Vec<Vec<f32>> = (0..CLASSES)
+            .map(|_| (0..dt).map(|_| gauss()).collect())
+            .collect();
+        let mixing: Vec<f32> = (0..dt * ds).map(|_| gauss() / (dt as f32).sqrt()).collect();
+        let (mut teacher, mut student) = (Vec::new(), Vec::new());
+        for (domain, count) in DOMAINS {
+            for i in 0..count {
+                let label = i % CLASSES;
+                let mut t: Vec<f32> = centres[label].iter().map(|c| c + 1.5 * gauss()).collect();
+                unit(&mut t);
+                let s: Vec<f32> = (0..ds)
+                    .map(|j| {
+                        (0..dt).map(|k| t[k] * mixing[k * ds + j]).sum::<f32>() + 0.1 * gauss()
+                    })
+                    .collect();
+                let row = |embedding| ImageRow {
+                    path: format!("{domain}/class_{label:02}/{i:05}.jpg"),
+                    domain: domain.into(),
+                    label: label as i32,
+                    view: 0,
+                    params: ViewParams::identity(),
+                    embedding,
+                };
+                teacher.push(row(t));
+                student.push(row(s));
+            }
+        }
+        let texts = (0..CLASSES)
+            .map(|c| {
+                let mut e = centres[c].clone();
+                unit(&mut e);
+                TextRow {
+                    label: c as i32,
+                    class_name: format!("class {c:02}"),
+                    template: crate::analyze::PHOTO_TEMPLATE.into(),
+                    domain: None,
+                    prompt: format!("a photo of a class {c:02}"),
+                    embedding: e,
+                }
+            })
+            .collect();
+        write(
+            &root.join("teacher"),
+            EncoderRole::Teacher,
+            &teacher,
+            dt,
+            Some(texts),
+        );
+        write(
+            &root.join("student"),
+            EncoderRole::Student,
+            &student,
+            ds,
+            None,
+        );
+    }
+}
