@@ -50,9 +50,9 @@ demo: build
 # run the demo: the models are committed.
 LAB ?= data/lab
 lab-models: build
-	./target/release/synthdg corpus --out $(LAB)/corpus --seed 1 --per-class 100
+	./target/release/synthdg corpus --out $(LAB)/corpus --seed 1 --per-class 200
 	./target/release/synthdg corpus --out $(LAB)/photo --seed 2 --per-class 300 --styles photo
-	./target/release/distill pretrain clip --corpus $(LAB)/corpus --out shared/models/mini-clip --steps 2000 --seed 0
+	./target/release/distill pretrain clip --corpus $(LAB)/corpus --out shared/models/mini-clip --steps 4000 --seed 0
 	./target/release/distill pretrain student --corpus $(LAB)/photo --out shared/models/mini-vit --steps 1000 --seed 0
 
 lint:

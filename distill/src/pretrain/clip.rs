@@ -61,7 +61,7 @@ pub struct Args {
     pub out: PathBuf,
     #[command(flatten)]
     pub size: Size,
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 4000)]
     pub steps: usize,
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
@@ -271,6 +271,11 @@ pub fn run(args: &Args) -> Result<()> {
 /// `dir`, loaded as embed loads it, on the fixed evaluation sample: `EVAL_PER_CLASS` images per (style,
 /// class) rendered with `EVAL_SEED`. Per style, plus the mean.
 pub fn zero_shot_by_style(dir: &Path) -> Result<serde_json::Value> {
+    zero_shot_on(dir, EVAL_SEED)
+}
+
+/// [`zero_shot_by_style`] on the images rendered with `seed` (the corpus's seed measures training fit).
+pub fn zero_shot_on(dir: &Path, seed: u64) -> Result<serde_json::Value> {
     let files = vl2v::model::resolve(
         dir.to_str().context("path")?,
         None,
@@ -293,7 +298,7 @@ pub fn zero_shot_by_style(dir: &Path) -> Result<serde_json::Value> {
         let mut labels = Vec::new();
         for (label, class) in CLASSES.iter().enumerate() {
             for i in 0..EVAL_PER_CLASS {
-                let (img, _) = render(EVAL_SEED, style, class, i, size).context("render")?;
+                let (img, _) = render(seed, style, class, i, size).context("render")?;
                 pixels.extend(preprocess.apply(&img, &vl2v::views::ViewParams::identity()));
                 labels.push(label);
             }
@@ -311,6 +316,6 @@ pub fn zero_shot_by_style(dir: &Path) -> Result<serde_json::Value> {
     Ok(json!({
         "zero_shot_accuracy": (mean * 1000.0).round() / 1000.0,
         "zero_shot_accuracy_by_style": by_style,
-        "eval_sample": format!("synthdg render seed {EVAL_SEED}, {EVAL_PER_CLASS} per (style, class), prompt \"a photo of a {{class}}\""),
+        "eval_sample": format!("synthdg render seed {seed}, {EVAL_PER_CLASS} per (style, class), prompt \"a photo of a {{class}}\""),
     }))
 }
