@@ -47,13 +47,14 @@ demo: build
 	bash data/demo.sh
 
 # Retrain the demo's models from generated data (their provenance.json records the result). Not needed to
-# run the demo: the models are committed.
+# run the demo: the models are committed. One candle thread, as they were trained: the sums then run in one
+# order and the files come out the same (more threads give the same models up to float rounding).
 LAB ?= data/lab
 lab-models: build
 	./target/release/synthdg corpus --out $(LAB)/corpus --seed 1 --per-class 200
 	./target/release/synthdg corpus --out $(LAB)/photo --seed 2 --per-class 300 --styles photo
-	./target/release/distill pretrain clip --corpus $(LAB)/corpus --out shared/models/mini-clip --steps 4000 --seed 0
-	./target/release/distill pretrain student --corpus $(LAB)/photo --out shared/models/mini-vit --steps 1000 --seed 0
+	CANDLE_NUM_THREADS=1 ./target/release/distill pretrain clip --corpus $(LAB)/corpus --out shared/models/mini-clip --steps 4000 --seed 0
+	CANDLE_NUM_THREADS=1 ./target/release/distill pretrain student --corpus $(LAB)/photo --out shared/models/mini-vit --steps 1000 --seed 0
 
 lint:
 	$(CARGO) fmt --all -- --check
