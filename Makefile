@@ -47,8 +47,8 @@ demo: build
 	bash data/demo.sh
 
 # Retrain the demo's models from generated data (their provenance.json records the result). Not needed to
-# run the demo: the models are committed. One candle thread, as they were trained: the sums then run in one
-# order and the files come out the same (more threads give the same models up to float rounding).
+# run the demo: the models are committed. One candle thread, as they were trained (the split of the sums
+# over threads changes float rounding, so other thread counts give equivalent, not identical, weights).
 LAB ?= data/lab
 lab-models: build
 	./target/release/synthdg corpus --out $(LAB)/corpus --seed 1 --per-class 200
