@@ -61,14 +61,7 @@ impl Backbone {
                 Model::Clip(model)
             }
         };
-        let mut vars: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("variable map poisoned"))?
-            .iter()
-            .map(|(name, var)| (name.clone(), var.clone()))
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let vars = sorted_vars(&varmap)?;
         Ok(Backbone {
             arch,
             weights: weights.to_path_buf(),
@@ -116,6 +109,19 @@ impl Backbone {
             device: self.device.clone(),
         })
     }
+}
+
+/// The variables of `varmap` sorted by name: the order optimisers and checkpoints use.
+pub fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let mut vars: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map poisoned"))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
 }
 
 /// The frozen evaluation model of [`Backbone::snapshot`].

@@ -267,6 +267,26 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `EVAL_PER_CLASS` images of every class in `style` rendered with `seed`, preprocessed (evaluation
+/// view), and their labels (indices into `CLASSES`).
+pub fn eval_sample(
+    seed: u64,
+    style: Style,
+    size: usize,
+    preprocess: &Preprocess,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for (label, class) in CLASSES.iter().enumerate() {
+        for i in 0..EVAL_PER_CLASS {
+            let (img, _) = render(seed, style, class, i, size).context("render")?;
+            pixels.extend(preprocess.apply(&img, &vl2v::views::ViewParams::identity()));
+            labels.push(label);
+        }
+    }
+    Ok((pixels, labels))
+}
+
 /// Zero-shot accuracy ("a photo of a {class}" over every class of the corpus universe) of the model in
 /// `dir`, loaded as embed loads it, on the fixed evaluation sample: `EVAL_PER_CLASS` images per (style,
 /// class) rendered with `EVAL_SEED`. Per style, plus the mean.
@@ -294,15 +314,7 @@ pub fn zero_shot_on(dir: &Path, seed: u64) -> Result<serde_json::Value> {
     let mut by_style = serde_json::Map::new();
     let mut total = 0.0;
     for style in Style::ALL {
-        let mut pixels = Vec::new();
-        let mut labels = Vec::new();
-        for (label, class) in CLASSES.iter().enumerate() {
-            for i in 0..EVAL_PER_CLASS {
-                let (img, _) = render(seed, style, class, i, size).context("render")?;
-                pixels.extend(preprocess.apply(&img, &vl2v::views::ViewParams::identity()));
-                labels.push(label);
-            }
-        }
+        let (pixels, labels) = eval_sample(seed, style, size, &preprocess)?;
         let embeddings = teacher.embed_images(&pixels, labels.len())?.concat();
         let predicted = head.predict(&embeddings)?;
         let acc = crate::evaluate::accuracy_of(&predicted, &labels);

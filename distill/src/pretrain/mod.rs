@@ -60,14 +60,7 @@ fn normal(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
 /// weights 1, biases 0, class tokens and projections N(0, 1/√width), everything else N(0, 0.02) (CLIP's
 /// and timm's schemes, simplified).
 pub fn init_vars(varmap: &VarMap, seed: u64) -> Result<Vec<(String, Var)>> {
-    let mut vars: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("variable map poisoned"))?
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let vars = crate::backbone::sorted_vars(varmap)?;
     let mut rng = Rng::new(seed ^ 0x696e_6974);
     for (name, var) in &vars {
         let n = var.elem_count();

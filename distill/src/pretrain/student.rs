@@ -12,9 +12,9 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::json;
 use vl2v::image::Preprocess;
 use vl2v::model::students::{Student, StudentConfig};
-use vl2v::synth::{render, Style, CLASSES};
+use vl2v::synth::{Style, CLASSES};
 
-use super::clip::{EVAL_PER_CLASS, EVAL_SEED};
+use super::clip::{eval_sample, EVAL_PER_CLASS, EVAL_SEED};
 use super::corpus::Corpus;
 use super::{init_vars, write_model_dir, Schedule};
 use crate::adam::Adam;
@@ -156,15 +156,7 @@ pub fn accuracy_by_style(weights: &Path, name: &str) -> Result<serde_json::Value
     let preprocess = Preprocess::vl2v(size as u32);
     let mut by_style = serde_json::Map::new();
     for style in Style::ALL {
-        let mut pixels = Vec::new();
-        let mut labels = Vec::new();
-        for (label, class) in CLASSES.iter().enumerate() {
-            for i in 0..EVAL_PER_CLASS {
-                let (img, _) = render(EVAL_SEED, style, class, i, size).context("render")?;
-                pixels.extend(preprocess.apply(&img, &vl2v::views::ViewParams::identity()));
-                labels.push(label);
-            }
-        }
+        let (pixels, labels) = eval_sample(EVAL_SEED, style, size, &preprocess)?;
         let x = Tensor::from_vec(pixels, (labels.len(), 3, size, size), &device)?;
         let logits = student
             .forward(&x, false)?
