@@ -125,6 +125,7 @@ pub fn apply_pixel_ops(img: &mut RgbImage, view: &ViewParams) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::test_fixtures;
     use ::image::Rgb;
 
     fn sample() -> RgbImage {
@@ -133,23 +134,60 @@ mod tests {
         })
     }
 
+    /// Every 8-bit triple, `(x, y, z)` at index `x * 65536 + y * 256 + z`.
+    fn all_triples() -> impl Iterator<Item = (u8, u8, u8)> {
+        (0..=255u8).flat_map(|x| (0..=255u8).flat_map(move |y| (0..=255u8).map(move |z| (x, y, z))))
+    }
+
     #[test]
     fn luma_matches_pillow() {
-        // Pillow 13: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
-        assert_eq!(luma(255, 0, 0), 76);
-        assert_eq!(luma(0, 255, 0), 150);
-        assert_eq!(luma(0, 0, 255), 29);
-        assert_eq!(luma(255, 255, 255), 255);
-        assert_eq!(luma(12, 200, 77), 130);
+        // Pillow's convert("L"), from tests/fixtures/pillow/pillow.json (make_pillow_fixtures.py): a few
+        // colours, and a hash of all 2^24.
+        let fixture = &test_fixtures::pillow()["luma"];
+        let cases = test_fixtures::list(&fixture["cases"]);
+        assert!(!cases.is_empty());
+        for case in cases {
+            let [r, g, b] = test_fixtures::triple(&case["rgb"]);
+            let want: u8 = test_fixtures::int(&case["l"]);
+            assert_eq!(luma(r, g, b), want, "rgb {r} {g} {b}");
+        }
+        let all: Vec<u8> = all_triples().map(|(r, g, b)| luma(r, g, b)).collect();
+        assert_eq!(
+            test_fixtures::short_sha(&all),
+            test_fixtures::str_of(&fixture["all_sha256_16"]),
+            "luma of every triple"
+        );
     }
 
     #[test]
     fn blend_truncates_and_clips_like_pillow() {
-        assert_eq!(blend(0, 200, 1.3), 255);
-        assert_eq!(blend(0, 100, 0.7), 70);
-        assert_eq!(blend(0, 101, 0.7), 70);
-        assert_eq!(blend(128, 10, 1.3), 0);
-        assert_eq!(blend(50, 77, 1.0), 77);
+        // Pillow's Image.blend, from tests/fixtures/pillow/pillow.json: single samples, and per alpha a hash
+        // of the 256×256 table (row = in1, column = in2).
+        let fixture = &test_fixtures::pillow()["blend"];
+        let cases = test_fixtures::list(&fixture["cases"]);
+        assert!(!cases.is_empty());
+        for case in cases {
+            let (in1, in2): (u8, u8) = (
+                test_fixtures::int(&case["in1"]),
+                test_fixtures::int(&case["in2"]),
+            );
+            let alpha = test_fixtures::f32_of(&case["alpha"]);
+            let want: u8 = test_fixtures::int(&case["out"]);
+            assert_eq!(blend(in1, in2, alpha), want, "blend({in1}, {in2}, {alpha})");
+        }
+        let tables = test_fixtures::list(&fixture["tables"]);
+        assert!(!tables.is_empty());
+        for table in tables {
+            let alpha = test_fixtures::f32_of(&table["alpha"]);
+            let got: Vec<u8> = (0..=255u8)
+                .flat_map(|a| (0..=255u8).map(move |b| blend(a, b, alpha)))
+                .collect();
+            assert_eq!(
+                test_fixtures::short_sha(&got),
+                test_fixtures::str_of(&table["sha256_16"]),
+                "blend table for alpha {alpha}"
+            );
+        }
     }
 
     #[test]

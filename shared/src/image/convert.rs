@@ -151,18 +151,39 @@ pub(crate) fn to_rgb(img: DynamicImage, drop_alpha: bool) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::test_fixtures;
     use ::image::{GrayAlphaImage, ImageBuffer, LumaA, Rgba, RgbaImage};
 
     #[test]
-    fn composite_matches_pillow_formula_endpoints() {
+    fn composite_endpoints() {
         for v in 0..=255u8 {
             assert_eq!(over_white(v, 255), v, "opaque keeps the colour");
             assert_eq!(over_white(v, 0), 255, "transparent becomes white");
         }
-        // Values checked against Pillow 13: alpha_composite(white, (r, g, b, a)).
-        assert_eq!(over_white(0, 128), 127);
-        assert_eq!(over_white(100, 200), 133);
-        assert_eq!(over_white(10, 1), 254);
+    }
+
+    #[test]
+    fn composite_matches_pillow() {
+        // Pillow's alpha_composite(opaque white, (v, v, v, alpha)), from tests/fixtures/pillow/pillow.json
+        // (make_pillow_fixtures.py): single values, and a hash of the 256×256 table (row = alpha, column = v).
+        let fixture = &test_fixtures::pillow()["over_white"];
+        let cases = test_fixtures::list(&fixture["cases"]);
+        assert!(!cases.is_empty());
+        for case in cases {
+            let (v, alpha): (u8, u8) = (
+                test_fixtures::int(&case["v"]),
+                test_fixtures::int(&case["alpha"]),
+            );
+            let want: u8 = test_fixtures::int(&case["out"]);
+            assert_eq!(over_white(v, alpha), want, "over_white({v}, {alpha})");
+        }
+        let table: Vec<u8> = (0..=255u8)
+            .flat_map(|alpha| (0..=255u8).map(move |v| over_white(v, alpha)))
+            .collect();
+        assert_eq!(
+            test_fixtures::short_sha(&table),
+            test_fixtures::str_of(&fixture["table_sha256_16"])
+        );
     }
 
     #[test]

@@ -185,65 +185,43 @@ impl HueTables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::test_fixtures;
     use ::image::{Rgb, RgbImage};
 
     #[test]
     fn hsv_and_hue_match_pillow() {
-        // Pillow 13: img.convert("HSV"), .convert("RGB"), and torchvision's PIL adjust_hue.
-        let px = [
-            [0, 17, 221],
-            [12, 200, 77],
-            [255, 0, 0],
-            [250, 240, 10],
-            [90, 90, 91],
-        ];
-        let hsv = [
-            [166, 255, 221],
-            [99, 239, 200],
-            [0, 255, 255],
-            [40, 244, 250],
-            [170, 2, 91],
-        ];
-        let back = [
-            [0, 21, 221],
-            [13, 200, 74],
-            [255, 0, 0],
-            [250, 236, 11],
-            [90, 90, 91],
-        ];
-        let plus = [
-            [221, 0, 135],
-            [13, 48, 200],
-            [132, 255, 0],
-            [11, 250, 112],
-            [91, 90, 91],
-        ];
-        let minus = [
-            [0, 151, 221],
-            [61, 200, 13],
-            [255, 0, 144],
-            [250, 95, 11],
-            [90, 91, 91],
-        ];
+        // Pillow's convert("HSV") / convert("RGB") and torchvision's PIL adjust_hue, from
+        // tests/fixtures/pillow/pillow.json (make_pillow_fixtures.py).
+        let fixture = &test_fixtures::pillow()["hsv"];
+        let px = test_fixtures::triples(&fixture["rgb"]);
+        let hsv = test_fixtures::triples(&fixture["hsv"]);
+        let back = test_fixtures::triples(&fixture["rgb_back"]);
+        assert!(!px.is_empty() && px.len() == hsv.len() && px.len() == back.len());
         for i in 0..px.len() {
             let [r, g, b] = px[i];
-            assert_eq!(rgb_to_hsv(r, g, b), hsv[i]);
+            assert_eq!(rgb_to_hsv(r, g, b), hsv[i], "rgb {:?}", px[i]);
             let [h, s, v] = hsv[i];
-            assert_eq!(hsv_to_rgb(h, s, v), back[i]);
+            assert_eq!(hsv_to_rgb(h, s, v), back[i], "hsv {:?}", hsv[i]);
         }
-        let img = RgbImage::from_fn(5, 1, |x, _| Rgb(px[x as usize]));
-        let (mut a, mut b) = (img.clone(), img);
-        crate::image::augment::adjust_hue(&mut a, 0.25);
-        crate::image::augment::adjust_hue(&mut b, -0.1);
-        assert_eq!(a.pixels().map(|p| p.0).collect::<Vec<_>>(), plus);
-        assert_eq!(b.pixels().map(|p| p.0).collect::<Vec<_>>(), minus);
+        let img = RgbImage::from_fn(px.len() as u32, 1, |x, _| Rgb(px[x as usize]));
+        let hue = test_fixtures::list(&fixture["hue"]);
+        assert!(!hue.is_empty());
+        for case in hue {
+            let factor = test_fixtures::f32_of(&case["factor"]);
+            let mut out = img.clone();
+            crate::image::augment::adjust_hue(&mut out, factor);
+            let got: Vec<[u8; 3]> = out.pixels().map(|p| p.0).collect();
+            assert_eq!(got, test_fixtures::triples(&case["rgb"]), "hue {factor}");
+        }
     }
 
     /// Every 8-bit triple through both conversions, table and reference alike, hashed; the hashes are those
-    /// of Pillow 13's `convert("HSV")` / `convert("RGB")` on the same 4096×4096 images (all 2^24 triples).
+    /// of Pillow's `convert("HSV")` / `convert("RGB")` on the same 4096×4096 images (all 2^24 triples), from
+    /// tests/fixtures/pillow/pillow.json (make_pillow_fixtures.py).
     #[test]
     fn conversions_match_pillow_exhaustively() {
         use sha2::{Digest, Sha256};
+        let want = &test_fixtures::pillow()["hsv_exhaustive"];
         let t = tables();
         let (mut fwd, mut back) = (Sha256::new(), Sha256::new());
         let mut a = Vec::with_capacity(3 << 16);
@@ -270,7 +248,8 @@ mod tests {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         };
-        assert_eq!(hex(&fwd.finalize()), "21b59822901a4f6c");
-        assert_eq!(hex(&back.finalize()), "1d9c2d26d34e85a6");
+        let field = |key: &str| test_fixtures::str_of(&want[key]).to_string();
+        assert_eq!(hex(&fwd.finalize()), field("rgb_to_hsv_sha256_16"));
+        assert_eq!(hex(&back.finalize()), field("hsv_to_rgb_sha256_16"));
     }
 }

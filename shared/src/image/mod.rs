@@ -11,6 +11,10 @@ pub mod resize;
 
 #[cfg(test)]
 mod parity_tests;
+#[cfg(test)]
+mod test_fixtures;
+#[cfg(test)]
+mod view_parity_tests;
 
 pub use decode::{decode_rgb, load_rgb, DecodeError, MAX_PIXELS};
 pub use preprocess::{Preprocess, PreprocessMode};

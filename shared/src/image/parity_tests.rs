@@ -1,24 +1,13 @@
-//! Parity with Pillow / transformers on the committed fixtures (tests/fixtures, made by make_fixtures.py):
-//! decoded RGB pixels and the rendered 224×224 images of both preprocessing modes, per image. Skipped with
-//! a note when the fixtures are absent.
-
-use std::path::{Path, PathBuf};
+//! Parity with Pillow / transformers on the committed fixtures (tests/fixtures, made by make_fixtures.py
+//! and make_pillow_fixtures.py): decoded RGB pixels and the rendered 224×224 images of both preprocessing
+//! modes, per image, and Pillow's resampling and colour operations. A missing fixture fails the test.
 
 use ::image::RgbImage;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::test_fixtures::{self, short_sha};
 use super::{decode_rgb, load_rgb, DecodeError, Preprocess};
 use crate::views::ViewParams;
-
-fn fixtures() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).to_path_buf()
-}
-
-fn expected() -> Option<Value> {
-    let text = std::fs::read_to_string(fixtures().join("expected.json")).ok()?;
-    Some(serde_json::from_str(&text).expect("tests/fixtures/expected.json is not valid JSON"))
-}
 
 /// Max and mean absolute difference over all samples.
 fn diff(a: &RgbImage, b: &RgbImage) -> (u8, f64) {
@@ -50,11 +39,8 @@ fn allowed(format: &str) -> (u8, f64) {
 
 #[test]
 fn fixtures_render_like_pillow() {
-    let Some(expected) = expected() else {
-        eprintln!("tests/fixtures/expected.json not found: parity test skipped");
-        return;
-    };
-    let dir = fixtures();
+    let expected = test_fixtures::json("expected.json");
+    let dir = test_fixtures::dir();
     let images = expected["images"].as_array().expect("images[]");
     assert!(!images.is_empty());
     let mut failures = Vec::new();
@@ -121,11 +107,7 @@ fn fixtures_render_like_pillow() {
 
 #[test]
 fn bad_fixtures_are_clear_errors() {
-    let dir = fixtures().join("bad");
-    if !dir.exists() {
-        eprintln!("tests/fixtures/bad not found: test skipped");
-        return;
-    }
+    let dir = test_fixtures::path("bad");
     let check = |name: &str, want: fn(&DecodeError) -> bool, text: &str| {
         let path = dir.join(name);
         let err = load_rgb(&path).expect_err(name);
@@ -154,12 +136,17 @@ fn bad_fixtures_are_clear_errors() {
 
 #[test]
 fn every_prefix_of_every_fixture_decodes_or_errors() {
-    let dir = fixtures().join("images");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!("tests/fixtures/images not found: test skipped");
-        return;
-    };
-    for entry in entries.flatten() {
+    let dir = test_fixtures::path("images");
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .flatten()
+        .collect();
+    assert!(
+        !entries.is_empty(),
+        "{} is empty: run `make fixtures`",
+        dir.display()
+    );
+    for entry in entries {
         let bytes = std::fs::read(entry.path()).unwrap();
         let step = (bytes.len() / 40).max(1);
         for cut in (0..bytes.len()).step_by(step) {
@@ -168,7 +155,7 @@ fn every_prefix_of_every_fixture_decodes_or_errors() {
     }
 }
 
-/// A 61×47 image with busy, formula-defined pixels (the same formula in the Python that made the hashes).
+/// A 61×47 image with busy, formula-defined pixels (the same formula in make_pillow_fixtures.py).
 fn busy_image() -> RgbImage {
     RgbImage::from_fn(61, 47, |x, y| {
         ::image::Rgb([
@@ -179,69 +166,70 @@ fn busy_image() -> RgbImage {
     })
 }
 
-fn short_sha(img: &RgbImage) -> String {
-    Sha256::digest(img.as_raw())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Bit-exact parity with Pillow 13.0.0 (`resize`, `crop().resize()`, `resize(box=)`, `ImageEnhance`,
-/// torchvision's PIL `adjust_hue`, `convert("L")`), pinned as hashes of the outputs. The sizes cover both
-/// pass orders (vertical first when `ih - oh > 2 * (iw - ow)`), upscaling, downscaling and boxes.
+/// Bit-exact parity with Pillow (`resize`, `crop().resize()`, `resize(box=)`, `ImageEnhance`,
+/// torchvision's PIL `adjust_hue` and `rgb_to_grayscale`), as hashes of the outputs in
+/// tests/fixtures/pillow/pillow.json (`busy`, written by make_pillow_fixtures.py with the Pillow version it
+/// records). The sizes cover both pass orders (vertical first when `ih - oh > 2 * (iw - ow)`), upscaling,
+/// downscaling and boxes.
 #[test]
 fn pillow_operations_are_bit_exact() {
     use super::augment::*;
     use super::resize::{resize, resize_box, resize_crop, Filter};
+    use test_fixtures::{f32_of, int, list, str_of};
+    let fixture = &test_fixtures::pillow()["busy"];
     let img = busy_image();
-    let cases = [
-        ("resize 23x19", Filter::Bilinear, "560d94e4a4dc4a96"),
-        ("resize 90x70", Filter::Bilinear, "7dc40db31018bc8e"),
-        ("resize 70x12", Filter::Bilinear, "8705785ff4c3e486"),
-        ("resize 50x20", Filter::Bilinear, "590776230b78f373"),
-        ("resize 40x40", Filter::Bilinear, "1a79153cdb9e1cd3"),
-        ("crop", Filter::Bilinear, "c9194e0723d8777c"),
-        ("box", Filter::Bilinear, "1abd83a3d199b28b"),
-        ("resize 23x19", Filter::Bicubic, "f63e709b80f49ec4"),
-        ("resize 90x70", Filter::Bicubic, "332eaa16ce0963bb"),
-        ("resize 70x12", Filter::Bicubic, "607614005962a4db"),
-        ("resize 50x20", Filter::Bicubic, "835baa70b17d57be"),
-        ("resize 40x40", Filter::Bicubic, "007c9b841825961d"),
-        ("crop", Filter::Bicubic, "88e656707292c031"),
-        ("box", Filter::Bicubic, "9a310be4300bec23"),
-    ];
-    for (op, filter, want) in cases {
+    let size: Vec<u32> = list(&fixture["size"]).iter().map(int).collect();
+    assert_eq!(size, [img.width(), img.height()], "busy image size");
+    let ops = list(&fixture["ops"]);
+    assert!(ops.len() >= 20, "expected every operation in {fixture}");
+    let mut failures = Vec::new();
+    for case in ops {
+        let op = str_of(&case["op"]);
+        let out_size = || {
+            let s: Vec<u32> = list(&case["size"]).iter().map(int).collect();
+            (s[0], s[1])
+        };
+        let filter = || {
+            Filter::from_name(str_of(&case["filter"]))
+                .unwrap_or_else(|| panic!("unknown filter in {case}"))
+        };
         let out = match op {
-            "crop" => resize_crop(&img, [5, 3, 30, 40], 25, 25, filter),
-            "box" => resize_box(&img, [2.5, 1.25, 50.75, 40.0], 31, 17, filter),
+            "resize" => {
+                let (w, h) = out_size();
+                resize(&img, w, h, filter())
+            }
+            "crop_resize" => {
+                let r: Vec<u32> = list(&case["rect"]).iter().map(int).collect();
+                let (w, h) = out_size();
+                resize_crop(&img, [r[0], r[1], r[2], r[3]], w, h, filter())
+            }
+            "resize_box" => {
+                let b: Vec<f32> = list(&case["box"]).iter().map(f32_of).collect();
+                let (w, h) = out_size();
+                resize_box(&img, [b[0], b[1], b[2], b[3]], w, h, filter())
+            }
             _ => {
-                let (w, h) = op[7..].split_once('x').unwrap();
-                resize(&img, w.parse().unwrap(), h.parse().unwrap(), filter)
+                let mut out = img.clone();
+                let factor = || f32_of(&case["factor"]);
+                match op {
+                    "brightness" => adjust_brightness(&mut out, factor()),
+                    "contrast" => adjust_contrast(&mut out, factor()),
+                    "saturation" => adjust_saturation(&mut out, factor()),
+                    "hue" => adjust_hue(&mut out, factor()),
+                    "grayscale" => to_grayscale(&mut out),
+                    _ => panic!("unknown operation in {case}"),
+                }
+                out
             }
         };
-        assert_eq!(short_sha(&out), want, "{op} {filter:?}");
+        let (got, want) = (short_sha(out.as_raw()), str_of(&case["sha256_16"]));
+        if got != want {
+            failures.push(format!("{case}: got {got}"));
+        }
     }
-    type Op = fn(&mut RgbImage);
-    let jitter: [(&str, Op, &str); 6] = [
-        (
-            "brightness",
-            |i| adjust_brightness(i, 1.27),
-            "d047b99a1d1cb251",
-        ),
-        ("contrast", |i| adjust_contrast(i, 0.73), "17d84517fe4bd4ea"),
-        (
-            "saturation",
-            |i| adjust_saturation(i, 1.19),
-            "38a491c8c2c6f9fa",
-        ),
-        ("hue+", |i| adjust_hue(i, 0.21), "34ea7766340ecb9f"),
-        ("hue-", |i| adjust_hue(i, -0.27), "e74843456b0a171d"),
-        ("gray", to_grayscale, "324e75f485804c07"),
-    ];
-    for (op, f, want) in jitter {
-        let mut out = img.clone();
-        f(&mut out);
-        assert_eq!(short_sha(&out), want, "{op}");
-    }
+    assert!(
+        failures.is_empty(),
+        "differs from Pillow:\n{}",
+        failures.join("\n")
+    );
 }
