@@ -68,7 +68,14 @@ bench:
 	CARGO="$(CARGO)" bash tests/bench/run_step_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_sweep_bench.sh
 
-# Regenerate the PyTorch parity fixtures (needs torch + transformers; never run in CI).
+# Regenerate every committed reference fixture from its pinned Python generator (tests/fixtures/requirements.txt;
+# needs PyPI, never run in CI): the tiny CLIP with transformers' outputs, the student backbones, DomainBed's
+# splits, Pillow's values for shared/src/image/, and torchvision's rendering of stored views (which reads the
+# images make_fixtures.py writes, so it runs last).
 fixtures:
 	pip install -r tests/fixtures/requirements.txt
 	python3 tests/fixtures/make_fixtures.py
+	python3 tests/fixtures/students/make_students.py
+	python3 tests/fixtures/splits/make_splits.py
+	python3 tests/fixtures/make_pillow_fixtures.py
+	python3 tests/fixtures/make_view_fixture.py
