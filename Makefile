@@ -18,7 +18,7 @@ test:
 # DATASET=synthdg generates the procedural benchmark offline instead.
 data:
 ifeq ($(DATASET),synthdg)
-	$(CARGO) run --release -p vl2v-shared --bin synthdg -- benchmark --out data/synthdg
+	$(CARGO) run --release -p vl2v-lab --bin synthdg -- benchmark --out data/synthdg
 else
 	python3 data/download.py $(DATASET)
 endif
@@ -49,12 +49,12 @@ demo: build
 # Retrain the demo's models from generated data (their provenance.json records the result). Not needed to
 # run the demo: the models are committed. One candle thread, as they were trained (the split of the sums
 # over threads changes float rounding, so other thread counts give equivalent, not identical, weights).
-LAB ?= data/lab
+LAB ?= data/lab-work
 lab-models: build
 	./target/release/synthdg corpus --out $(LAB)/corpus --seed 1 --per-class 200
 	./target/release/synthdg corpus --out $(LAB)/photo --seed 2 --per-class 300 --styles photo
-	CANDLE_NUM_THREADS=1 ./target/release/distill pretrain clip --corpus $(LAB)/corpus --out shared/models/mini-clip --steps 4000 --seed 0
-	CANDLE_NUM_THREADS=1 ./target/release/distill pretrain student --corpus $(LAB)/photo --out shared/models/mini-vit --steps 1000 --seed 0
+	CANDLE_NUM_THREADS=1 ./target/release/synthdg pretrain clip --corpus $(LAB)/corpus --out shared/models/mini-clip --steps 4000 --seed 0
+	CANDLE_NUM_THREADS=1 ./target/release/synthdg pretrain student --corpus $(LAB)/photo --out shared/models/mini-vit --steps 1000 --seed 0
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -2,11 +2,11 @@
 //! robustness table's shape, the values that are fully determined, and the errors for bad caches.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use vl2v::cache::{read_image_rows, read_texts, Manifest, TEXTS_FILE};
-use vl2v_tests::{bin, picture, run, tiny_clip};
+use vl2v_tests::{bin, cache_dir_of, embed_tiny_clip, picture, run};
 
 const DOMAINS: [&str; 3] = ["art", "photo", "sketch"];
 const CLASSES: [&str; 3] = ["cat", "dog", "fox"];
@@ -26,20 +26,6 @@ fn write_identical_copies(root: &Path) {
             }
         }
     }
-}
-
-fn embed(root: &Path, cache_dir: &Path) -> PathBuf {
-    let (out, stdout, stderr) = run(Command::new(bin("embed"))
-        .args(["--dataset", "toy", "--root"])
-        .arg(root)
-        .arg("--model")
-        .arg(tiny_clip())
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        .args(["--views", "1"])
-        .env("HF_HUB_OFFLINE", "1"));
-    assert!(out.status.success(), "{stderr}");
-    PathBuf::from(stdout.lines().last().expect("embed prints the cache dir"))
 }
 
 fn analyze(args: &[&str], cache: &Path) -> (bool, String, String) {
@@ -144,7 +130,11 @@ fn prints_the_robustness_table() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("toy");
     write_identical_copies(&data);
-    let cache = embed(&data, &tmp.path().join("cache"));
+    let cache = cache_dir_of(&mut embed_tiny_clip(
+        &data,
+        &tmp.path().join("cache"),
+        &["--views", "1"],
+    ));
 
     let (ok, stdout, stderr) = analyze(&[], &cache);
     assert!(ok, "{stderr}");

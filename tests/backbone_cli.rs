@@ -7,35 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use vl2v_tests::{bin, fixtures, run, tiny_clip, write_dataset};
+use vl2v_tests::{bin, cache_dir_of, embed, fixtures, records, run, tiny_clip, write_dataset};
 
 const DOMAINS: [&str; 3] = ["art", "photo", "sketch"];
 const CLASSES: [&str; 2] = ["cat", "dog"];
 
-fn embed(root: &Path, cache_dir: &Path, extra: &[&str]) -> PathBuf {
-    let (out, stdout, stderr) = run(Command::new(bin("embed"))
-        .args(["--dataset", "toy", "--root"])
-        .arg(root)
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        .args(["--views", "2"])
-        .args(extra)
-        .env("HF_HUB_OFFLINE", "1"));
-    assert!(out.status.success(), "{stderr}");
-    PathBuf::from(stdout.lines().last().expect("embed prints the cache dir"))
-}
-
 fn distill(args: &[&str]) -> (bool, String, String) {
     let (o, stdout, stderr) = run(Command::new(bin("distill")).args(args));
     (o.status.success(), stdout, stderr)
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    fs::read_to_string(dir.join("results.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn tensor_names(path: &Path) -> Vec<String> {
@@ -51,16 +30,18 @@ fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
     let root = tmp.path().join("toy");
     write_dataset(&root, &DOMAINS, &CLASSES, 5, (40, 32));
     let clip = tiny_clip();
-    let teacher = embed(
+    let teacher = cache_dir_of(&mut embed(
         &root,
         &tmp.path().join("teacher"),
-        &["--model", clip.to_str().unwrap()],
-    );
+        &["--views", "2", "--model", clip.to_str().unwrap()],
+    ));
     let weights = fixtures().join("students/resnet_basic.safetensors");
-    let student = embed(
+    let student = cache_dir_of(&mut embed(
         &root,
         &tmp.path().join("student"),
         &[
+            "--views",
+            "2",
             "--encoder",
             "student",
             "--student",
@@ -68,7 +49,7 @@ fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
             "--model",
             weights.to_str().unwrap(),
         ],
-    );
+    ));
     let out = tmp.path().join("runs");
     let (t, s, o) = (
         teacher.to_str().unwrap(),

@@ -6,20 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vl2v::cache::{read_image_rows, read_texts, ImageRow, Manifest};
-use vl2v_tests::{bin, run, tiny_clip, write_dataset};
-
-fn embed(dataset_root: &Path, cache: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(bin("embed"));
-    cmd.args(["--dataset", "toy", "--root"])
-        .arg(dataset_root)
-        .arg("--model")
-        .arg(tiny_clip())
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(extra)
-        .env("HF_HUB_OFFLINE", "1");
-    cmd
-}
+use vl2v_tests::{bin, embed_tiny_clip, run, tiny_clip, write_dataset};
 
 fn rows_of(dir: &Path) -> Vec<ImageRow> {
     let mut parts: Vec<PathBuf> = fs::read_dir(dir.join("images"))
@@ -54,7 +41,11 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     fs::write(data.join("Real World/dog/notes.txt"), b"ignored").unwrap();
     let cache = tmp.path().join("cache");
 
-    let (out, stdout, stderr) = run(&mut embed(&data, &cache, &["--views", "2", "--seed", "7"]));
+    let (out, stdout, stderr) = run(&mut embed_tiny_clip(
+        &data,
+        &cache,
+        &["--views", "2", "--seed", "7"],
+    ));
     assert!(out.status.success(), "{stderr}");
     let dir = last_line(&stdout);
     assert_eq!(dir, cache.join("toy").join("tiny_clip-views2-seed7"));
@@ -102,7 +93,11 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     assert_eq!(texts[2].domain.as_deref(), Some("art_painting"));
 
     // A rerun with the same settings recomputes nothing and changes nothing.
-    let (out, stdout2, stderr) = run(&mut embed(&data, &cache, &["--views", "2", "--seed", "7"]));
+    let (out, stdout2, stderr) = run(&mut embed_tiny_clip(
+        &data,
+        &cache,
+        &["--views", "2", "--seed", "7"],
+    ));
     assert!(out.status.success(), "{stderr}");
     assert_eq!(last_line(&stdout2), dir);
     assert!(stderr.contains("embedded 0 images"), "{stderr}");
@@ -111,7 +106,11 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     // One writer per shard: while another process holds the lock, a second run refuses.
     let lock = fs::File::open(dir.join(".lock-shard-0-of-1")).unwrap();
     lock.lock().unwrap();
-    let (out, _, stderr) = run(&mut embed(&data, &cache, &["--views", "2", "--seed", "7"]));
+    let (out, _, stderr) = run(&mut embed_tiny_clip(
+        &data,
+        &cache,
+        &["--views", "2", "--seed", "7"],
+    ));
     assert!(!out.status.success());
     assert!(
         stderr.contains("another embed is writing shard 0/1"),
@@ -130,13 +129,17 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
         "--templates",
         templates.to_str().unwrap(),
     ];
-    let (out, _, stderr) = run(&mut embed(&data, &cache, &args));
+    let (out, _, stderr) = run(&mut embed_tiny_clip(&data, &cache, &args));
     assert!(!out.status.success());
     assert!(stderr.contains("different settings (templates"), "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
 
     // --strict makes an unreadable image fatal and names it.
-    let (out, _, stderr) = run(&mut embed(&data, &tmp.path().join("strict"), &["--strict"]));
+    let (out, _, stderr) = run(&mut embed_tiny_clip(
+        &data,
+        &tmp.path().join("strict"),
+        &["--strict"],
+    ));
     assert!(!out.status.success());
     assert!(stderr.contains("Real World/dog/empty.jpg"), "{stderr}");
     assert_eq!(
@@ -161,14 +164,14 @@ fn resumes_after_kill_and_shards_agree_with_a_single_run() {
     assert_eq!(n, 600);
 
     let whole = tmp.path().join("whole");
-    let (out, stdout, stderr) = run(&mut embed(&data, &whole, &[]));
+    let (out, stdout, stderr) = run(&mut embed_tiny_clip(&data, &whole, &[]));
     assert!(out.status.success(), "{stderr}");
     let reference = rows_of(&last_line(&stdout));
     assert_eq!(reference.len(), 600);
 
     // Kill -9 once the first part is on disk, then resume.
     let killed = tmp.path().join("killed");
-    let mut child = embed(&data, &killed, &[])
+    let mut child = embed_tiny_clip(&data, &killed, &[])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -192,7 +195,7 @@ fn resumes_after_kill_and_shards_agree_with_a_single_run() {
     // As if the kill had landed while a part was being written.
     let stale = killed.join("toy/tiny_clip/images/.part-00002.parquet.AbC123.tmp");
     fs::write(&stale, b"half a part").unwrap();
-    let (out, stdout, stderr) = run(&mut embed(&data, &killed, &[]));
+    let (out, stdout, stderr) = run(&mut embed_tiny_clip(&data, &killed, &[]));
     assert!(out.status.success(), "{stderr}");
     let resumed_dir = last_line(&stdout);
     assert_eq!(rows_of(&resumed_dir), reference);
@@ -205,7 +208,7 @@ fn resumes_after_kill_and_shards_agree_with_a_single_run() {
 
     // Two shards into one directory: the manifest appears only with the second.
     let sharded = tmp.path().join("sharded");
-    let (out, stdout, stderr) = run(&mut embed(&data, &sharded, &["--shard", "1/2"]));
+    let (out, stdout, stderr) = run(&mut embed_tiny_clip(&data, &sharded, &["--shard", "1/2"]));
     assert!(out.status.success(), "{stderr}");
     let dir = last_line(&stdout);
     assert!(!dir.join("manifest.json").exists());
@@ -213,7 +216,7 @@ fn resumes_after_kill_and_shards_agree_with_a_single_run() {
         .unwrap_err()
         .to_string()
         .contains("incomplete"));
-    let (out, _, stderr) = run(&mut embed(&data, &sharded, &["--shard", "0/2"]));
+    let (out, _, stderr) = run(&mut embed_tiny_clip(&data, &sharded, &["--shard", "0/2"]));
     assert!(out.status.success(), "{stderr}");
     assert_eq!(Manifest::read(&dir).unwrap().counts.rows, 600);
     assert_eq!(rows_of(&dir), reference);
@@ -309,7 +312,7 @@ fn caches_a_frozen_student_on_the_teachers_views() {
     let data = tmp.path().join("toy");
     write_dataset(&data, &["a", "b"], &["x", "y"], 2, (40, 30));
     let cache = tmp.path().join("cache");
-    let (out, stdout, stderr) = run(&mut embed(&data, &cache, &["--views", "2"]));
+    let (out, stdout, stderr) = run(&mut embed_tiny_clip(&data, &cache, &["--views", "2"]));
     assert!(out.status.success(), "{stderr}");
     let teacher_rows = rows_of(&last_line(&stdout));
 

@@ -6,25 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
-use vl2v_tests::{bin, run, tiny_clip, write_dataset};
+use vl2v_tests::{bin, cache_dir_of, embed_tiny_clip, records, run, write_dataset};
 
 const DOMAINS: [&str; 3] = ["art", "photo", "sketch"];
 const CLASSES: [&str; 2] = ["cat", "dog"];
-
-fn embed(root: &Path, cache_dir: &Path, preprocess: &str, views: &str) -> PathBuf {
-    let (out, stdout, stderr) = run(Command::new(bin("embed"))
-        .args(["--dataset", "toy", "--root"])
-        .arg(root)
-        .arg("--model")
-        .arg(tiny_clip())
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        .args(["--preprocess", preprocess, "--views", views])
-        .env("HF_HUB_OFFLINE", "1"));
-    assert!(out.status.success(), "{stderr}");
-    PathBuf::from(stdout.lines().last().expect("embed prints the cache dir"))
-}
 
 struct Caches {
     _tmp: tempfile::TempDir,
@@ -37,8 +22,16 @@ fn caches() -> Caches {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("toy");
     write_dataset(&root, &DOMAINS, &CLASSES, 5, (40, 32));
-    let teacher = embed(&root, &tmp.path().join("teacher"), "clip", "2");
-    let student = embed(&root, &tmp.path().join("student"), "vl2v", "2");
+    let teacher = cache_dir_of(&mut embed_tiny_clip(
+        &root,
+        &tmp.path().join("teacher"),
+        &["--preprocess", "clip", "--views", "2"],
+    ));
+    let student = cache_dir_of(&mut embed_tiny_clip(
+        &root,
+        &tmp.path().join("student"),
+        &["--preprocess", "vl2v", "--views", "2"],
+    ));
     Caches {
         root,
         teacher,
@@ -56,14 +49,6 @@ fn distill_run(args: &[&str], teacher: &Path, out: &Path) -> (bool, String, Stri
         .arg(out)
         .args(args));
     (o.status.success(), stdout, stderr)
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    fs::read_to_string(dir.join("results.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -241,12 +226,11 @@ fn zeroshot_erm_lp_and_errors() {
     let partial_root = work.path().join("partial");
     write_dataset(&partial_root, &DOMAINS, &CLASSES, 5, (40, 32));
     fs::remove_file(partial_root.join("photo/dog/img_004.JPG")).unwrap();
-    let partial = embed(
+    let partial = cache_dir_of(&mut embed_tiny_clip(
         &partial_root,
         &work.path().join("partial-cache"),
-        "vl2v",
-        "2",
-    );
+        &["--preprocess", "vl2v", "--views", "2"],
+    ));
     let err = fail(
         &[
             "--algorithm",
@@ -257,7 +241,11 @@ fn zeroshot_erm_lp_and_errors() {
         &c.teacher,
     );
     assert!(err.contains("lacks image photo/dog/img_004.JPG"), "{err}");
-    let one_view = embed(&c.root, &work.path().join("one-view"), "vl2v", "1");
+    let one_view = cache_dir_of(&mut embed_tiny_clip(
+        &c.root,
+        &work.path().join("one-view"),
+        &["--preprocess", "vl2v", "--views", "1"],
+    ));
     let err = fail(
         &[
             "--algorithm",

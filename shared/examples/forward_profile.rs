@@ -6,7 +6,7 @@ static GLOBAL: vl2v::alloc::Allocator = vl2v::alloc::ALLOCATOR;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use vl2v::model::ops::{quick_gelu, softmax, Linear};
+use vl2v::model::layers::{quick_gelu, softmax, Linear};
 
 fn time<T>(name: &str, reps: usize, mut f: impl FnMut() -> T) -> T {
     let mut out = f();

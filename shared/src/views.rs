@@ -1,6 +1,7 @@
 //! View parameters: view 0 is the deterministic evaluation view, views 1..=K are DomainBed-style augmented
 //! training views. Every parameter is stored on the cache row so a student can replay exactly the same view.
 
+use crate::rng::{fnv1a_extend, mix64, SplitMix64, FNV1A_START};
 use serde::{Deserialize, Serialize};
 
 /// The four colour-jitter operations, in the order torchvision's `ColorJitter` may apply them.
@@ -83,11 +84,11 @@ impl ViewParams {
         }
         let mut rng = SplitMix64::new(stream_seed(seed, path, view));
         let crop = random_resized_crop(&mut rng, width.max(1), height.max(1));
-        let flip = rng.next_f64() < recipe::FLIP_P;
+        let flip = rng.unit_f64() < recipe::FLIP_P;
         // ColorJitter.get_params: permutation first, then the four factors.
         let mut jitter_order = Self::identity().jitter_order;
         for i in (1..jitter_order.len()).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
+            let j = rng.below_exact(i as u64 + 1) as usize;
             jitter_order.swap(i, j);
         }
         let (lo, hi) = (1.0 - recipe::JITTER, 1.0 + recipe::JITTER);
@@ -95,7 +96,7 @@ impl ViewParams {
         let contrast = rng.uniform(lo, hi) as f32;
         let saturation = rng.uniform(lo, hi) as f32;
         let hue = rng.uniform(-recipe::HUE, recipe::HUE) as f32;
-        let grayscale = rng.next_f64() < recipe::GRAYSCALE_P;
+        let grayscale = rng.unit_f64() < recipe::GRAYSCALE_P;
         ViewParams {
             crop,
             flip,
@@ -144,8 +145,8 @@ fn random_resized_crop(rng: &mut SplitMix64, width: u32, height: u32) -> [f32; 4
         let h = (target_area / aspect).sqrt().round_ties_even();
         if 0.0 < w && w <= wf && 0.0 < h && h <= hf {
             let (w, h) = (w as u32, h as u32);
-            let i = rng.below(u64::from(height - h) + 1) as u32;
-            let j = rng.below(u64::from(width - w) + 1) as u32;
+            let i = rng.below_exact(u64::from(height - h) + 1) as u32;
+            let j = rng.below_exact(u64::from(width - w) + 1) as u32;
             return norm(j, i, w, h);
         }
     }
@@ -169,59 +170,13 @@ fn random_resized_crop(rng: &mut SplitMix64, width: u32, height: u32) -> [f32; 4
 
 /// A stable 64-bit seed for `(seed, path, view)`: FNV-1a over the three, finished with SplitMix64's mixer.
 fn stream_seed(seed: u64, path: &str, view: u16) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = seed
         .to_le_bytes()
         .into_iter()
         .chain((path.len() as u64).to_le_bytes())
         .chain(path.bytes())
         .chain(view.to_le_bytes());
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix64(h)
-}
-
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, and stable across platforms and Rust versions.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.next_f64()
-    }
-
-    /// Uniform integer in `0..n` (`n ≥ 1`), without modulo bias (Lemire's method with rejection).
-    fn below(&mut self, n: u64) -> u64 {
-        let n = n.max(1);
-        let threshold = n.wrapping_neg() % n;
-        loop {
-            let m = u128::from(self.next_u64()) * u128::from(n);
-            if (m as u64) >= threshold {
-                return (m >> 64) as u64;
-            }
-        }
-    }
+    mix64(fnv1a_extend(FNV1A_START, bytes))
 }
 
 #[cfg(test)]
@@ -312,15 +267,5 @@ mod tests {
         // A 1000x10 strip can never fit a crop of ratio <= 4/3 with 70% of its area: central crop.
         let v = ViewParams::sample(0, "strip.png", 1, 1000, 10);
         assert_eq!(v.crop_rect(1000, 10), [493, 0, 13, 10]);
-    }
-
-    #[test]
-    fn below_is_in_range() {
-        let mut rng = SplitMix64::new(1);
-        for n in [1u64, 2, 3, 7, 1000] {
-            for _ in 0..200 {
-                assert!(rng.below(n) < n);
-            }
-        }
     }
 }

@@ -39,6 +39,41 @@ pub fn run(cmd: &mut Command) -> (Output, String, String) {
     (out, stdout, stderr)
 }
 
+/// `embed --dataset toy --root ROOT --cache-dir CACHE_DIR EXTRA…`, offline.
+pub fn embed(root: &Path, cache_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("embed"));
+    cmd.args(["--dataset", "toy", "--root"])
+        .arg(root)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(extra)
+        .env("HF_HUB_OFFLINE", "1");
+    cmd
+}
+
+/// [`embed`] with the committed tiny CLIP as the teacher.
+pub fn embed_tiny_clip(root: &Path, cache_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = embed(root, cache_dir, extra);
+    cmd.arg("--model").arg(tiny_clip());
+    cmd
+}
+
+/// Runs an `embed` command that must succeed and returns the cache it wrote (its last stdout line).
+pub fn cache_dir_of(cmd: &mut Command) -> PathBuf {
+    let (out, stdout, stderr) = run(cmd);
+    assert!(out.status.success(), "{stderr}");
+    PathBuf::from(stdout.lines().last().expect("embed prints the cache dir"))
+}
+
+/// The records of a run folder's results.jsonl.
+pub fn records(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A deterministic picture: a gradient whose colours depend on (domain, class, index), plus a square.
 pub fn picture(domain: usize, class: usize, index: usize, w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {

@@ -10,8 +10,8 @@ use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
 use super::{Algorithm, Batch, EvalRows, Linear, Metrics, NamedTensor, Overrides, Setup};
-use crate::losses::{adip_loss, matmul_nt, matmul_tn, transpose};
-use crate::zeroshot::{argmax, normalise_rows, ZeroShotHead};
+use crate::objectives::analytic_losses::{adip_loss, matmul_nt, matmul_tn, transpose};
+use vl2v::zeroshot::{argmax, normalise_rows, ZeroShotHead};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Hparams {
@@ -30,7 +30,7 @@ impl Default for Hparams {
             weight_decay: 0.0,
             batch_size: 32,
             lambda: 0.5,
-            template: crate::analyze::PHOTO_TEMPLATE,
+            template: crate::commands::analyze::PHOTO_TEMPLATE,
         }
     }
 }

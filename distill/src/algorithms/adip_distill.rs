@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::finetune::{rows_of, FineTune, Objective};
 use super::{Algorithm, Batch, Metrics, NamedTensor, Overrides, Setup};
-use crate::graph_losses::{adip, normalize_rows};
-use crate::zeroshot::{normalise_rows, ZeroShotHead};
+use crate::objectives::graph_losses::{adip, normalize_rows};
+use vl2v::zeroshot::{normalise_rows, ZeroShotHead};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Hparams {
@@ -32,7 +32,7 @@ impl Hparams {
             weight_decay: overrides.weight_decay.unwrap_or(0.0),
             batch_size: overrides.batch_size.unwrap_or(32),
             lambda: overrides.lambda.unwrap_or(0.5),
-            template: crate::analyze::PHOTO_TEMPLATE,
+            template: crate::commands::analyze::PHOTO_TEMPLATE,
         };
         ensure!(
             (0.0..=1.0).contains(&h.lambda),
@@ -192,8 +192,8 @@ mod tests {
     use vl2v::model::students::StudentConfig;
 
     use super::*;
-    use crate::adam::Adam;
-    use crate::backbone::{Arch, Backbone};
+    use crate::training::trainable_backbone::{Arch, Backbone};
+    use vl2v::train::Adam;
 
     /// One Distill step (forward, loss, backward, Adam) of a student at 224×224, batch 16, timed as
     /// `tests/bench/student_step_torch.py` times PyTorch's: run by tests/bench/run_step_bench.sh with

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::finetune::{rows_of, FineTune, LinearHead, Objective};
 use super::{Algorithm, Batch, Metrics, Overrides, Setup};
-use crate::graph_losses::cross_entropy;
+use crate::objectives::graph_losses::cross_entropy;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Hparams {

@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 
 use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor};
-use crate::adam::Adam;
-use crate::backbone::{Arch, Backbone};
-use crate::images::ImageSource;
+use crate::data::view_replay::ImageSource;
+use crate::training::trainable_backbone::{Arch, Backbone};
+use vl2v::train::Adam;
 
 /// Images per forward pass when evaluating.
 const EVAL_BATCH: usize = 64;

@@ -2,7 +2,7 @@
 //! new linear classifier, `CE(z/τ, y) + λ·KL(softmax(z_T/τ) ‖ softmax(z/τ))` with the teacher's zero-shot
 //! logits `z_T = logit_scale · cos(I, T_c)` of the same (image, view) from the cache. τ = 0.1 and λ = 0.5
 //! as the official defaults. The KL term is a proper KL divergence averaged over rows; the official code
-//! passes probabilities where `F.kl_div` expects log-probabilities (REFERENCE §1.4), which we do not copy.
+//! passes probabilities where `F.kl_div` expects log-probabilities (`domainbed/algorithms/baselines.py`), which we do not copy.
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{Tensor, Var};
@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::finetune::{rows_of, FineTune, LinearHead, Objective};
 use super::{Algorithm, Batch, Metrics, Overrides, Setup};
-use crate::graph_losses::{cross_entropy, kl_divergence, log_softmax, softmax_rows};
-use crate::zeroshot::ZeroShotHead;
+use crate::objectives::graph_losses::{cross_entropy, kl_divergence, log_softmax, softmax_rows};
+use vl2v::zeroshot::ZeroShotHead;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Hparams {
@@ -70,7 +70,7 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         batch_size: overrides.batch_size.unwrap_or(32),
         lambda: overrides.lambda.unwrap_or(0.5),
         temperature: overrides.temperature.unwrap_or(0.1),
-        template: crate::analyze::PHOTO_TEMPLATE,
+        template: crate::commands::analyze::PHOTO_TEMPLATE,
     };
     ensure!(
         hparams.temperature > 0.0 && hparams.temperature.is_finite(),

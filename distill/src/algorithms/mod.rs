@@ -5,10 +5,9 @@
 mod adip_align;
 mod adip_distill;
 mod erm_ft;
+mod erm_lp;
 mod finetune;
 mod kd;
-mod linear;
-mod linear_probe;
 mod sd;
 mod zeroshot;
 
@@ -16,8 +15,8 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
+pub use crate::objectives::linear_head::Linear;
 pub use finetune::BackboneSetup;
-pub use linear::Linear;
 
 /// One training step's rows, gathered contiguously: `student: [B, d_student]` (empty when the algorithm
 /// trains on no student features), `teacher: [B, d_teacher]` (the teacher's embedding of the same (image,
@@ -85,7 +84,7 @@ pub trait Algorithm: Send {
         let logits = self.predict(rows)?;
         Ok(logits
             .chunks_exact(classes)
-            .map(crate::zeroshot::argmax)
+            .map(vl2v::zeroshot::argmax)
             .collect())
     }
     /// The model's parameters (model.safetensors).
@@ -157,7 +156,7 @@ pub const REGISTRY: &[Entry] = &[
     Entry {
         name: "erm-lp",
         input: Input::StudentFeatures,
-        build: linear_probe::build,
+        build: erm_lp::build,
     },
     Entry {
         name: "erm-ft",

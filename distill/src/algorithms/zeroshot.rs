@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor, Overrides, Setup};
-use crate::zeroshot::ZeroShotHead;
+use vl2v::zeroshot::ZeroShotHead;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Hparams {
@@ -17,7 +17,7 @@ pub struct Hparams {
 impl Default for Hparams {
     fn default() -> Self {
         Hparams {
-            template: crate::analyze::PHOTO_TEMPLATE,
+            template: crate::commands::analyze::PHOTO_TEMPLATE,
         }
     }
 }

@@ -6,10 +6,13 @@
 //! `ImageFolder` order within a domain, see `splits_cmd`). A student cache is joined on (path, view); both
 //! caches must hold the same images with the same views.
 
+pub mod cache_tables;
 mod view_file;
+pub mod view_replay;
 mod view_table;
 
 use anyhow::{ensure, Result};
+use vl2v::rng::SplitMix64;
 use vl2v::splits::domainbed_split;
 
 pub use view_table::ViewTable;
@@ -44,36 +47,6 @@ impl DomainSplits {
     }
 }
 
-/// SplitMix64: a small, fast generator whose whole state is one `u64` (saved in checkpoints).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rng {
-    pub state: u64,
-}
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (multiply-shift; the bias is below 2^-32 for any n used here).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Uniform in `[0, 1)` with 24 random bits.
-    pub fn unit_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Draws each step's minibatch: `batch_size` images per training domain, uniformly with replacement from
 /// the domain's in split (domains in index order, as DomainBed concatenates them), and for each image a
 /// view uniformly among the augmented views `1..=K` (view 0 when the cache has none).
@@ -82,7 +55,7 @@ pub struct Sampler {
     pools: Vec<Vec<usize>>,
     batch_size: usize,
     augmented_views: usize,
-    pub rng: Rng,
+    pub rng: SplitMix64,
 }
 
 impl Sampler {
@@ -94,7 +67,7 @@ impl Sampler {
             "a training domain has no images in its in split"
         );
         // Decorrelate from other streams seeded with the same number.
-        let rng = Rng::new(seed ^ 0x5a4d_504c_4552_0001);
+        let rng = SplitMix64::new(seed ^ 0x5a4d_504c_4552_0001);
         Ok(Sampler {
             pools,
             batch_size,
@@ -161,7 +134,7 @@ mod tests {
         draw(&mut d, 20);
         let saved = d.rng.state;
         let mut e = Sampler::new(pools, 4, 3, 0).unwrap();
-        e.rng = Rng { state: saved };
+        e.rng = SplitMix64 { state: saved };
         assert_eq!(draw(&mut e, 30), seq[20 * 8..]);
     }
 

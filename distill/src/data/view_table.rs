@@ -9,7 +9,7 @@ use half::slice::HalfFloatSliceExt;
 use vl2v::cache::Manifest;
 
 use super::view_file::{self, Key, Layout, Mapped, Values, Writer};
-use crate::teacher_cache::for_each_row;
+use crate::data::cache_tables::for_each_row;
 
 /// Every view (0..=K) of every image of a cache as one row-major `[N, K+1, D]` matrix: memory-mapped from
 /// the cache's view file (see [`view_file`]), so resident memory is bounded by the OS page cache, or on the

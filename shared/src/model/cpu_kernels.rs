@@ -1,9 +1,11 @@
 //! Inference kernels for the CPU where candle's generic ops cost extra passes over memory: a linear layer
 //! with its bias (and optionally QuickGELU) fused into the GEMM, and softmax/QuickGELU on a vectorised
-//! `exp`. Forward only: the training path composes differentiable candle ops instead (see `ops.rs`).
+//! `exp`. Forward only: the training path composes differentiable candle ops instead (see `layers.rs`).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
+
+use super::gemm::{gemm, Operand};
 
 const CHUNK: usize = 1 << 14;
 
@@ -144,37 +146,24 @@ impl CustomOp3 for LinearBias {
         for _ in 0..m {
             out.extend_from_slice(b);
         }
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: all pointers cover the (m, n), (m, k), (k, n) extents given by the strides below.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                // rhs = w.T: element (kk, nn) is w[nn * k + kk].
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        // rhs = w.T: element (kk, nn) is w[nn * k + kk].
+        gemm(
+            &mut out,
+            n,
+            true,
+            (m, n, k),
+            Operand {
+                data: x,
+                row_stride: k,
+                col_stride: 1,
+            },
+            Operand {
+                data: w,
+                row_stride: 1,
+                col_stride: k,
+            },
+            candle_core::utils::get_num_threads(),
+        );
         if self.quick_gelu {
             out.par_chunks_mut(CHUNK).for_each(quick_gelu_in_place);
         }

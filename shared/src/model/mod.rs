@@ -6,7 +6,8 @@ mod conv;
 mod cpu_kernels;
 mod device;
 mod files;
-pub mod ops;
+pub mod gemm;
+pub mod layers;
 pub mod students;
 mod trainable;
 

@@ -15,7 +15,7 @@ pub use config::{load_clip_config, ClipConfig, Pooling, TextConfig, VisionConfig
 pub use text::TextTower;
 pub use vision::VisionTower;
 
-use super::ops::Linear;
+use super::layers::Linear;
 
 #[derive(Clone, Debug)]
 pub struct Clip {

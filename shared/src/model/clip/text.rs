@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::encoder::Encoder;
 use super::TextConfig;
-use crate::model::ops::LayerNorm;
+use crate::model::layers::LayerNorm;
 
 #[derive(Clone, Debug)]
 pub struct TextTower {

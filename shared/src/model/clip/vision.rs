@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::encoder::Encoder;
 use super::VisionConfig;
-use crate::model::ops::{LayerNorm, Linear};
+use crate::model::layers::{LayerNorm, Linear};
 
 #[derive(Clone, Debug)]
 pub struct VisionTower {

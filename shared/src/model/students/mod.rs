@@ -1,4 +1,4 @@
-//! Trainable student backbones (REFERENCE §1.10): torchvision ResNet-18/50 without `fc` (frozen
+//! Trainable student backbones (the official `domainbed/networks/backbones.py` and `networks.py`): torchvision ResNet-18/50 without `fc` (frozen
 //! BatchNorm) and timm ViT-S/16, ViT-B/16 without head, each under its checkpoint's own weight names so
 //! pretrained files load as they are.
 //!

@@ -7,7 +7,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::ops::{softmax, LayerNorm, Linear};
+use crate::model::layers::{softmax, LayerNorm, Linear};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VitConfig {

@@ -1,0 +1,594 @@
+//! `distill run`: train and evaluate an algorithm leave-one-domain-out with DomainBed's protocol, from a
+//! teacher cache (and a student cache for algorithms that train on student features).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::json;
+
+use crate::algorithms::{self, BackboneSetup, Input, Overrides, Setup};
+use crate::commands::analyze::PHOTO_TEMPLATE;
+use crate::data::cache_tables::{open_manifest, TeacherCache};
+use crate::data::{DomainSplits, ViewTable};
+use crate::training::backbone_from_caches::{align_model as align_model_of, backbone_setup};
+use crate::training::evaluate::EvalSet;
+use crate::training::swad::SwadVariant;
+use crate::training::trainer::{self, RunConfig, RunData, Selected};
+
+const AFTER_HELP: &str = "\
+Algorithms (cache only):
+  zeroshot      the teacher's zero-shot head (\"a photo of a {}\") on teacher image embeddings; no training
+  erm-lp        linear probe Linear(d_student → classes) on cached student features, cross-entropy
+  adip-align    ADiP Align: projection Linear(d_student → d_teacher) on cached student features, trained
+                with λ·(−cos(p, I)) + (1−λ)·(−cos(p, T_y)); predicts with the zero-shot head
+Algorithms that train the backbone on the dataset's images (each cached view replayed):
+  erm-ft        the student plus a new linear classifier, cross-entropy
+  kd            the student plus a new linear classifier, CE(z/τ, y) + λ·KL(softmax(z_T/τ) ‖ softmax(z/τ)),
+                z_T = the teacher's zero-shot logits of the same view (τ 0.1, λ 0.5)
+  adip-distill  ADiP Distill: the student trains, the projection of the finished adip-align run of the
+                same held-out domain, seed and trial seed (under --out) and the zero-shot head are frozen;
+                loss and prediction as adip-align
+  sd            VL2V-SD: the teacher's own CLIP image tower trains on the same loss, no projection
+The student (architecture, weights, preprocessing) is the one --student-cache was embedded with; sd uses the
+teacher of --cache. Weights are found where embed found them (--model overrides) and must match the sha256
+in the manifest; images are read from the dataset folder the cache records (--data-root overrides).
+Everything but zeroshot and sd needs --student-cache. All defaults are the official code's: Adam, lr 5e-5,
+no weight decay, 32 images per training domain, BatchNorm statistics frozen.
+
+Protocol: each domain in turn is held out; DomainBed's in/out split per domain (seed_hash(trial_seed, env));
+each step draws --batch-size images per training domain with replacement from its in split, each with a
+random augmented view (view 0 when the cache has none). Evaluation (view 0) at step 0, every
+--checkpoint-freq steps and at the last step; selection = training-domain validation (first maximum of the
+mean out-split accuracy of the training domains); reported = the held-out domain's in-split accuracy.
+
+Runs go to <out>/<dataset>/<algorithm>/<test-domain>/seed<k>/ (seed<k>-trial<t> when --trial-seed is not 0):
+results.jsonl, model.safetensors (selected parameters), checkpoint.safetensors (to resume), done. Runs with
+`done` are skipped; unfinished runs resume from their checkpoint. A markdown table goes to stdout.
+
+SWAD (--swad): the parameters after every step are averaged into segments; each evaluation hands the segment
+with train_out and tr_outloss (mean cross-entropy of the predict logits on the training domains' out splits)
+to the loss valley, which may stop training early (swad_stop on that line). At the end the averaged model is
+evaluated on every split: one more results.jsonl line with \"swad\": true, model_swad.safetensors, and a SWAD
+column in the table. SWAD state is not checkpointed: an interrupted --swad run restarts from step 0.";
+
+/// Train and evaluate an algorithm leave-one-domain-out (DomainBed protocol) from cached embeddings.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// A teacher cache directory written by `embed` (holds manifest.json and texts.parquet).
+    #[arg(long)]
+    pub cache: PathBuf,
+
+    /// A cache of student features with the same images and views as the teacher's (joined on path and
+    /// view); required by every algorithm but zeroshot and sd.
+    #[arg(long)]
+    pub student_cache: Option<PathBuf>,
+
+    /// zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill or sd.
+    #[arg(long)]
+    pub algorithm: String,
+
+    /// The held-out domain (a domain folder name), or `all` for every domain in turn.
+    #[arg(long, default_value = "all")]
+    pub test_domain: String,
+
+    /// Training steps [default: 5001; 15001 for domainnet].
+    #[arg(long)]
+    pub steps: Option<usize>,
+
+    /// Evaluate every N steps [default: 200; 1000 for domainnet].
+    #[arg(long)]
+    pub checkpoint_freq: Option<usize>,
+
+    /// Images per training domain per step [default: 32].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+
+    /// Adam learning rate [default: 5e-5].
+    #[arg(long)]
+    pub lr: Option<f64>,
+
+    /// Adam weight decay (L2, torch's Adam) [default: 0].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+
+    /// adip-align, adip-distill, sd: weight λ of the image term; kd: weight of the KL term [default: 0.5].
+    #[arg(long)]
+    pub lambda: Option<f64>,
+
+    /// kd: softmax temperature τ [default: 0.1].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+
+    /// Backbone algorithms: the model to train, if not where the cache's manifest says (hub id, directory
+    /// or safetensors file; its sha256 must match the manifest's).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Backbone algorithms: the dataset folder, if not where the cache's manifest says.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+
+    /// Backbone algorithms: cpu, or cuda (builds with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+
+    /// Seeds parameter initialisation and minibatch sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// DomainBed's trial seed (the in/out split).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub trial_seed: i64,
+
+    /// Fraction of each domain held out as its out split.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout_fraction: f64,
+
+    /// Root of the run directories.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+
+    /// A name for this configuration (letters, digits, `.`, `_`, `-`): runs go to `<algorithm>@<TAG>/`, a row
+    /// of its own in the report (hyper-parameter sweeps: `distill sweep` sets it); adip-distill then reads
+    /// the Align run `adip-align@<TAG>`.
+    #[arg(long)]
+    pub tag: Option<String>,
+
+    /// SWAD (dense weight averaging over the loss valley; every algorithm that trains): evaluate the averaged
+    /// model at the end (a last results.jsonl line with "swad": true, model_swad.safetensors) and stop early
+    /// on a dead valley. A --swad run keeps no resume checkpoint: interrupted, it restarts from step 0.
+    #[arg(long)]
+    pub swad: bool,
+
+    /// When SWAD's segment average restarts: vl2v (VL2V-ADiP's default swad_fix: only at checkpoints with
+    /// step % 1000 == 0 and step > 2500) or upstream (after every checkpoint, khanrc/swad).
+    #[arg(long, value_enum, default_value_t = SwadVariantArg::Vl2v, requires = "swad")]
+    pub swad_variant: SwadVariantArg,
+
+    /// Testing aid: fail right after the evaluation of this step, as if the run had been killed.
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+}
+
+/// `--swad-variant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwadVariantArg {
+    Vl2v,
+    Upstream,
+}
+
+impl SwadVariantArg {
+    fn variant(self) -> SwadVariant {
+        match self {
+            Self::Vl2v => SwadVariant::Vl2vFix,
+            Self::Upstream => SwadVariant::Upstream,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Vl2v => "vl2v",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
+/// The folder of an algorithm's runs: its name, or `<name>@<tag>`.
+pub fn folder(algorithm: &str, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("{algorithm}@{t}"),
+        None => algorithm.to_string(),
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let entry = algorithms::lookup(&args.algorithm)?;
+    check_args(args, entry)?;
+    let mut experiment = Experiment::open(args, entry)?;
+    let mut summaries: Vec<(usize, Selected)> = Vec::new();
+    for test in experiment.test_domains.clone() {
+        summaries.push((test, experiment.run_held_out(test)?));
+    }
+    let m = &experiment.teacher.manifest;
+    print!(
+        "{}",
+        table(
+            &m.dataset.name,
+            entry.name,
+            &m.dataset.domains,
+            &summaries,
+            args.swad
+        )
+    );
+    Ok(())
+}
+
+/// What can be rejected before anything is read.
+fn check_args(args: &Args, entry: &algorithms::Entry) -> Result<()> {
+    if let Some(tag) = &args.tag {
+        ensure!(
+            !tag.is_empty()
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+            "--tag '{tag}': use letters, digits, '.', '_' and '-' only"
+        );
+    }
+    ensure!(
+        (0.0..1.0).contains(&args.holdout_fraction),
+        "--holdout-fraction must be in [0, 1), got {}",
+        args.holdout_fraction
+    );
+    if entry.needs_student() && args.student_cache.is_none() {
+        bail!(
+            "{} trains a student: pass --student-cache DIR (a cache of the same images and views as \
+             --cache, embedded with --encoder student)",
+            entry.name
+        );
+    }
+    if args.swad && entry.name == "zeroshot" {
+        bail!("--swad averages trained parameters; zeroshot trains nothing");
+    }
+    Ok(())
+}
+
+/// Everything the held-out runs of one `distill run` share, read once: the caches, DomainBed's split,
+/// and the model a backbone algorithm trains.
+struct Experiment<'a> {
+    args: &'a Args,
+    entry: &'a algorithms::Entry,
+    teacher: TeacherCache,
+    /// The held-out domains to run, in order.
+    test_domains: Vec<usize>,
+    teacher_views: ViewTable,
+    student: Option<ViewTable>,
+    backbone: Option<BackboneSetup>,
+    splits: DomainSplits,
+    steps: usize,
+    checkpoint_freq: usize,
+}
+
+impl<'a> Experiment<'a> {
+    fn open(args: &'a Args, entry: &'a algorithms::Entry) -> Result<Self> {
+        let teacher = TeacherCache::open(&args.cache)?;
+        let m = &teacher.manifest;
+        ensure!(
+            m.dataset.domains.len() >= 2,
+            "leave-one-domain-out needs at least two domains; {} has {}",
+            args.cache.display(),
+            m.dataset.domains.len()
+        );
+        let test_domains = test_domains(&m.dataset.domains, &args.test_domain)?;
+        texts(&teacher, &args.cache)?;
+        let domainnet = m.dataset.name.eq_ignore_ascii_case("domainnet");
+        let steps = args.steps.unwrap_or(if domainnet { 15001 } else { 5001 });
+        let checkpoint_freq = args
+            .checkpoint_freq
+            .unwrap_or(if domainnet { 1000 } else { 200 });
+        let views = m.views.count as usize + 1;
+        let paths = teacher.images.paths();
+        let teacher_views = ViewTable::load(&args.cache, m, paths, views, "teacher")?;
+        let student_manifest = match (&args.student_cache, entry.needs_student()) {
+            (Some(dir), true) => Some(open_manifest(dir)?),
+            _ => None,
+        };
+        let student = match (&args.student_cache, &student_manifest, entry.input) {
+            (Some(dir), Some(sm), Input::StudentFeatures) => {
+                Some(ViewTable::load(dir, sm, paths, views, "student")?)
+            }
+            _ => None,
+        };
+        let backbone = if entry.trains_backbone() {
+            let device = vl2v::model::device(&args.device)?;
+            Some(backbone_setup(
+                entry.input,
+                m,
+                student_manifest.as_ref(),
+                args.model.as_deref(),
+                args.data_root.as_deref(),
+                paths,
+                &device,
+            )?)
+        } else {
+            None
+        };
+        let splits = DomainSplits::new(
+            teacher.images.domains(),
+            m.dataset.domains.len(),
+            args.holdout_fraction,
+            args.trial_seed,
+        );
+        Ok(Experiment {
+            args,
+            entry,
+            teacher,
+            test_domains,
+            teacher_views,
+            student,
+            backbone,
+            splits,
+            steps,
+            checkpoint_freq,
+        })
+    }
+
+    /// The run folder of held-out domain `test` for `algorithm`.
+    fn run_dir(&self, algorithm: &str, test: usize) -> PathBuf {
+        let m = &self.teacher.manifest;
+        crate::training::run_dir::run_dir(
+            &self.args.out,
+            &m.dataset.name,
+            &folder(algorithm, self.args.tag.as_deref()),
+            &m.dataset.domains[test],
+            self.args.seed,
+            self.args.trial_seed,
+        )
+    }
+
+    /// Trains and evaluates with `test` held out; returns the selected evaluation.
+    fn run_held_out(&mut self, test: usize) -> Result<Selected> {
+        let args = self.args;
+        let align_model = self.load_align_model(test)?;
+        let m = &self.teacher.manifest;
+        let texts = texts(&self.teacher, &args.cache)?;
+        let setup = Setup {
+            student_dim: self.student.as_ref().map(ViewTable::dim),
+            teacher_dim: self.teacher_views.dim(),
+            classes: m.dataset.classes.len(),
+            texts,
+            logit_scale: m.logit_scale.unwrap_or(100.0),
+            seed: args.seed,
+            backbone: self.backbone.as_ref(),
+        };
+        let overrides = Overrides {
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            batch_size: args.batch_size,
+            lambda: args.lambda,
+            temperature: args.temperature,
+        };
+        let mut algorithm = (self.entry.build)(&setup, &overrides)?;
+        let config = RunConfig {
+            steps: self.steps,
+            checkpoint_freq: self.checkpoint_freq,
+            seed: args.seed,
+            args: self.record_args(test, algorithm.hparams(), align_model.as_deref()),
+            label: format!(
+                "{} {} (test {})",
+                m.dataset.name,
+                folder(self.entry.name, args.tag.as_deref()),
+                m.dataset.domains[test]
+            ),
+            stop_after: args.stop_after,
+            swad: args.swad.then(|| args.swad_variant.variant()),
+        };
+        let data = RunData {
+            labels: self.teacher.images.labels(),
+            student: self.student.as_ref(),
+            teacher: &self.teacher_views,
+            pools: (0..m.dataset.domains.len())
+                .filter(|&d| d != test)
+                .map(|d| self.splits.in_[d].clone())
+                .collect(),
+            eval: self.eval_sets(test),
+            classes: m.dataset.classes.len(),
+        };
+        let dir = self.run_dir(self.entry.name, test);
+        trainer::run(&dir, algorithm.as_mut(), &data, &config)
+    }
+
+    /// adip-distill: hands the backbone the projection of the finished Align run of the same held-out
+    /// domain, seed, trial seed and tag, and returns that model's path (recorded in `args`).
+    fn load_align_model(&mut self, test: usize) -> Result<Option<PathBuf>> {
+        if self.entry.name != "adip-distill" {
+            return Ok(None);
+        }
+        let dir = self.run_dir("adip-align", test);
+        let student_cache = self
+            .args
+            .student_cache
+            .as_deref()
+            .context("no --student-cache")?;
+        let (path, tensors) = align_model_of(&dir, &self.args.cache, student_cache)?;
+        if let Some(b) = self.backbone.as_mut() {
+            b.align = Some(tensors);
+        }
+        Ok(Some(path))
+    }
+
+    /// The evaluated splits, in DomainBed's order: every domain's out split, and the held-out domain's
+    /// in split (its reported accuracy) before its out split.
+    fn eval_sets(&self, test: usize) -> Vec<EvalSet> {
+        let labels = self.teacher.images.labels();
+        let mut eval = Vec::new();
+        for d in 0..self.teacher.manifest.dataset.domains.len() {
+            let sets: &[(&str, &[usize], Option<&'static str>)] = if d == test {
+                &[
+                    ("in", &self.splits.in_[d], Some("in")),
+                    ("out", &self.splits.out[d], Some("out")),
+                ]
+            } else {
+                &[("out", &self.splits.out[d], None)]
+            };
+            for &(split, images, test_split) in sets {
+                eval.push(EvalSet {
+                    key: format!("env{d}_{split}_acc"),
+                    test_split,
+                    images: images.to_vec(),
+                    student: self
+                        .student
+                        .as_ref()
+                        .map_or_else(Vec::new, |s| s.gather_view0(images)),
+                    teacher: self.teacher_views.gather_view0(images),
+                    labels: images.iter().map(|&i| labels[i]).collect(),
+                });
+            }
+        }
+        eval
+    }
+
+    /// The run's `args` record (DomainBed's keys, plus what reproduces it from the caches).
+    fn record_args(
+        &self,
+        test: usize,
+        hparams: serde_json::Value,
+        align_model: Option<&std::path::Path>,
+    ) -> serde_json::Value {
+        let (args, m) = (self.args, &self.teacher.manifest);
+        let mut record = json!({
+                "dataset": m.dataset.name,
+                "algorithm": self.entry.name,
+                "test_envs": [test],
+                "test_domain": m.dataset.domains[test],
+                "trial_seed": args.trial_seed,
+                "seed": args.seed,
+                "hparams": hparams,
+                "steps": self.steps,
+                "checkpoint_freq": self.checkpoint_freq,
+                "holdout_fraction": args.holdout_fraction,
+                "cache": args.cache,
+                "student_cache": args.student_cache,
+        });
+        if args.swad {
+            record["swad"] = json!(args.swad_variant.name());
+        }
+        if let Some(path) = align_model {
+            record["align_model"] = json!(path);
+        }
+        if let Some(model) = &args.model {
+            record["model"] = json!(model);
+        }
+        if let Some(tag) = &args.tag {
+            record["tag"] = json!(tag);
+        }
+        record
+    }
+}
+
+/// `--test-domain`: one domain's index, or every domain's for `all`.
+fn test_domains(domains: &[String], name: &str) -> Result<Vec<usize>> {
+    if name == "all" {
+        return Ok((0..domains.len()).collect());
+    }
+    match domains.iter().position(|d| d == name) {
+        Some(i) => Ok(vec![i]),
+        None => bail!(
+            "unknown domain '{name}'; valid: all, {}",
+            domains.join(", ")
+        ),
+    }
+}
+
+/// The class-text embeddings every algorithm predicts or trains with ("a photo of a {}").
+fn texts<'t>(teacher: &'t TeacherCache, cache: &std::path::Path) -> Result<&'t [f32]> {
+    teacher.texts.get(PHOTO_TEMPLATE, None).with_context(|| {
+        format!(
+            "{}: texts.parquet has no template \"{PHOTO_TEMPLATE}\" (embed writes it by default)",
+            cache.display()
+        )
+    })
+}
+
+/// One row per held-out domain (selected step, its test-domain in accuracy and training-domain
+/// validation accuracy, and with `swad` the SWAD model's test-domain in accuracy), then the averages: OOD
+/// (test accuracy) and ID (validation).
+fn table(
+    dataset: &str,
+    algorithm: &str,
+    domains: &[String],
+    rows: &[(usize, Selected)],
+    swad: bool,
+) -> String {
+    let pct = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{:.1}", 100.0 * v));
+    let mut s = format!(
+        "## {dataset} — {algorithm} (training-domain validation)\n\n\
+         | test domain | env | selected step | test acc (in) % | train-domain val % |{}\n\
+         |---|---|---|---|---|{}\n",
+        if swad { " SWAD test acc (in) % |" } else { "" },
+        if swad { "---|" } else { "" }
+    );
+    for (env, sel) in rows {
+        s.push_str(&format!(
+            "| {} | {env} | {} | {:.1} | {:.1} |",
+            domains[*env],
+            sel.step,
+            100.0 * sel.test_in,
+            100.0 * sel.train_out
+        ));
+        if swad {
+            s.push_str(&format!(" {} |", pct(sel.swad_test_in)));
+        }
+        s.push('\n');
+    }
+    if !rows.is_empty() {
+        let n = rows.len() as f64;
+        let ood = rows.iter().map(|(_, r)| r.test_in).sum::<f64>() / n;
+        let id = rows.iter().map(|(_, r)| r.train_out).sum::<f64>() / n;
+        s.push_str(&format!(
+            "| **Avg** (OOD / ID) | | | {:.1} | {:.1} |",
+            100.0 * ood,
+            100.0 * id
+        ));
+        if swad {
+            let swad_ood: Option<Vec<f64>> = rows.iter().map(|(_, r)| r.swad_test_in).collect();
+            s.push_str(&format!(
+                " {} |",
+                pct(swad_ood.map(|v| v.iter().sum::<f64>() / n))
+            ));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_a_row_per_domain_and_averages() {
+        let sel = |step, train_out, test_in| Selected {
+            step,
+            train_out,
+            test_in,
+            swad_test_in: None,
+        };
+        let t = table(
+            "toy",
+            "erm-lp",
+            &["a".into(), "b".into()],
+            &[(0, sel(3, 0.5, 0.25)), (1, sel(0, 1.0, 0.75))],
+            false,
+        );
+        assert!(t.contains("| a | 0 | 3 | 25.0 | 50.0 |"), "{t}");
+        assert!(t.contains("| b | 1 | 0 | 75.0 | 100.0 |"), "{t}");
+        assert!(
+            t.contains("| **Avg** (OOD / ID) | | | 50.0 | 75.0 |"),
+            "{t}"
+        );
+        let swad = |s: Selected, v| Selected {
+            swad_test_in: Some(v),
+            ..s
+        };
+        let t = table(
+            "toy",
+            "adip-align",
+            &["a".into(), "b".into()],
+            &[
+                (0, swad(sel(3, 0.5, 0.25), 0.5)),
+                (1, swad(sel(0, 1.0, 0.75), 0.75)),
+            ],
+            true,
+        );
+        assert!(
+            t.contains("| SWAD test acc (in) % |\n|---|---|---|---|---|---|\n"),
+            "{t}"
+        );
+        assert!(t.contains("| a | 0 | 3 | 25.0 | 50.0 | 50.0 |"), "{t}");
+        assert!(
+            t.contains("| **Avg** (OOD / ID) | | | 50.0 | 75.0 | 62.5 |"),
+            "{t}"
+        );
+    }
+}
