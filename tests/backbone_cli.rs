@@ -249,3 +249,97 @@ fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
         "{stderr}"
     );
 }
+
+/// A DeiT student (class and distillation tokens) needs nothing of its own downstream: `distill` rebuilds
+/// it from the student cache's manifest, Align then Distill train it, and its checkpoint keeps timm's names.
+#[test]
+fn a_deit_student_cache_aligns_and_distills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("toy");
+    write_dataset(&root, &DOMAINS, &CLASSES, 3, (40, 32));
+    let clip = tiny_clip();
+    let teacher = cache_dir_of(&mut embed(
+        &root,
+        &tmp.path().join("teacher"),
+        &["--views", "1", "--model", clip.to_str().unwrap()],
+    ));
+    let weights = fixtures().join("students/deit.safetensors");
+    let student = cache_dir_of(&mut embed(
+        &root,
+        &tmp.path().join("student"),
+        &[
+            "--views",
+            "1",
+            "--encoder",
+            "student",
+            "--student",
+            "test-deit",
+            "--model",
+            weights.to_str().unwrap(),
+        ],
+    ));
+    let manifest = vl2v::cache::Manifest::read(&student).unwrap();
+    assert_eq!(
+        manifest.encoder.architecture,
+        "student test-deit, 48 features"
+    );
+    let out = tmp.path().join("runs");
+    let (t, s, o) = (
+        teacher.to_str().unwrap(),
+        student.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    for algorithm in ["adip-align", "adip-distill"] {
+        let (ok, _, stderr) = distill(&[
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            o,
+            "--algorithm",
+            algorithm,
+            "--test-domain",
+            "art",
+            "--steps",
+            "3",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-3",
+        ]);
+        assert!(ok, "{algorithm}: {stderr}");
+    }
+    let dir = out.join("toy/adip-distill/art/seed0");
+    let recs = records(&dir);
+    assert_eq!(recs.len(), 2, "steps 0 and 2");
+    assert!(recs[1]["loss"].as_f64().is_some_and(f64::is_finite));
+    let load = |p: &Path| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let distilled = load(&dir.join("model.safetensors"));
+    let pretrained = load(&weights);
+    for name in [
+        "cls_token",
+        "dist_token",
+        "pos_embed",
+        "norm.weight",
+        "proj.weight",
+    ] {
+        assert!(distilled.contains_key(name), "{name}");
+    }
+    // The distillation token is a parameter that trained.
+    let values = |t: &candle_core::Tensor| {
+        t.to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_ne!(
+        values(&distilled["dist_token"]),
+        values(&pretrained["dist_token"])
+    );
+}

@@ -50,10 +50,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = EncoderKind::Teacher)]
     pub encoder: EncoderKind,
 
-    /// Student architecture for --encoder student: resnet18, resnet50, vit-small, vit-base, mini-vit (the
-    /// demo's; weights from
-    /// --model: a directory or hub id with model.safetensors, or a .safetensors file, under the
-    /// torchvision/timm names).
+    /// Student architecture for --encoder student: resnet18, resnet50, vit-small, vit-base, deit-small
+    /// (timm's deit_small_distilled_patch16_224: the mean of its class and distillation tokens), mini-vit
+    /// (the demo's); weights from --model: a directory or hub id with model.safetensors, or a
+    /// .safetensors file, under the torchvision/timm names.
     #[arg(long)]
     pub student: Option<String>,
 

@@ -3,6 +3,12 @@
 //! mlp.fc2}`, `norm`), so its checkpoints load as they are: pre-LayerNorm blocks (eps 1e-6), exact GELU,
 //! fused q/k/v projection, learned positions added after the class token is prepended, final `norm`. The
 //! feature is the class token after `norm` (timm's `global_pool='token'`, `fc_norm` absent).
+//!
+//! With `distilled`, timm's `VisionTransformerDistilled` (deit_small_distilled_patch16_224): a second
+//! learned token, `dist_token`, follows the class token (positions cover both), and with `head` and
+//! `head_dist` replaced by `Identity`, as the official code does, its forward returns the mean of the two
+//! tokens after `norm`, `(x[:, 0] + x[:, 1]) / 2`, in eval and train mode alike (timm 0.6.12 and 1.0.x;
+//! only `set_distilled_training` would return the pair, and the official code never sets it).
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -18,6 +24,8 @@ pub struct VitConfig {
     pub heads: usize,
     /// The MLP's hidden width (mlp_ratio 4: 4·dim).
     pub mlp: usize,
+    /// DeiT's distillation token (`dist_token`); the feature is then the mean of the two tokens.
+    pub distilled: bool,
 }
 
 impl VitConfig {
@@ -28,6 +36,7 @@ impl VitConfig {
         depth: 12,
         heads: 6,
         mlp: 1536,
+        distilled: false,
     };
     pub const VIT_BASE: Self = Self {
         image_size: 224,
@@ -36,10 +45,22 @@ impl VitConfig {
         depth: 12,
         heads: 12,
         mlp: 3072,
+        distilled: false,
+    };
+    /// timm's `deit_small_distilled_patch16_224`: ViT-S/16 with the distillation token.
+    pub const DEIT_SMALL: Self = Self {
+        distilled: true,
+        ..Self::VIT_SMALL
     };
 
+    /// Tokens before the patches': the class token and, distilled, the distillation token.
+    fn prefix_tokens(&self) -> usize {
+        1 + usize::from(self.distilled)
+    }
+
+    /// The prefix tokens, then one per patch (`pos_embed`'s length).
     fn tokens(&self) -> usize {
-        (self.image_size / self.patch_size).pow(2) + 1
+        (self.image_size / self.patch_size).pow(2) + self.prefix_tokens()
     }
 }
 
@@ -124,6 +145,8 @@ pub struct Vit {
     /// The patch convolution (stride = kernel = patch) as a matrix over flattened patches.
     patch: Linear,
     cls_token: Tensor,
+    /// (1, 1, dim) when `distilled`.
+    dist_token: Option<Tensor>,
     pos_embed: Tensor,
     blocks: Vec<Block>,
     norm: LayerNorm,
@@ -146,6 +169,10 @@ impl Vit {
             config: *c,
             patch,
             cls_token: vb.get((1, 1, c.dim), "cls_token")?,
+            dist_token: c
+                .distilled
+                .then(|| vb.get((1, 1, c.dim), "dist_token"))
+                .transpose()?,
             pos_embed: vb.get((1, c.tokens(), c.dim), "pos_embed")?,
             blocks,
             norm: LayerNorm::load(vb.pp("norm"), c.dim, LN_EPS)?,
@@ -156,7 +183,8 @@ impl Vit {
         &self.config
     }
 
-    /// (batch, 3, image_size, image_size) → the class token after `norm` (batch, dim).
+    /// (batch, 3, image_size, image_size) → the class token after `norm` (batch, dim); distilled: the mean
+    /// of the class and distillation tokens after `norm`.
     pub fn forward(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
         let (b, ch, h, w) = pixels.dims4()?;
         let c = &self.config;
@@ -176,12 +204,23 @@ impl Vit {
             .contiguous()?
             .reshape((b, gh * gw, 3 * p * p))?;
         let patches = self.patch.forward_t(&patches, train, false)?;
-        let cls = self.cls_token.broadcast_as((b, 1, c.dim))?.contiguous()?;
-        let mut x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.pos_embed)?;
+        let token = |t: &Tensor| t.broadcast_as((b, 1, c.dim))?.contiguous();
+        let mut tokens = vec![token(&self.cls_token)?];
+        if let Some(dist) = &self.dist_token {
+            tokens.push(token(dist)?);
+        }
+        tokens.push(patches);
+        let mut x = Tensor::cat(&tokens, 1)?.broadcast_add(&self.pos_embed)?;
         for block in &self.blocks {
             x = block.forward(&x, train)?;
         }
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
-        self.norm.forward(&cls, train)
+        if self.dist_token.is_none() {
+            let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+            return self.norm.forward(&cls, train);
+        }
+        // timm: `(x[:, 0] + x[:, 1]) / 2` of the normed tokens.
+        let prefix = x.narrow(1, 0, 2)?.contiguous()?;
+        let normed = self.norm.forward(&prefix, train)?;
+        (normed.narrow(1, 0, 1)? + normed.narrow(1, 1, 1)?)?.squeeze(1)? / 2.0
     }
 }
