@@ -191,7 +191,10 @@ fn prints_the_robustness_table() {
     assert_eq!(rows_k1[..4], rows[..4]);
     assert!(rows_k1[5].1.iter().all(|v| v == "100.00"), "{stdout_k1}");
     let (ok, _, stderr) = analyze(&["--k", "0"], &cache);
-    assert!(!ok && stderr.contains("--k must be at least 1"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("invalid value '0' for '--k <K>': 0 is not in 1.."),
+        "{stderr}"
+    );
 
     // A student cache (no texts, role "student") is refused with one line.
     let student = tmp.path().join("student");

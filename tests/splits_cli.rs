@@ -210,7 +210,7 @@ fn missing_cache_or_manifest_fails_with_the_cache_error() {
     let (out, _, stderr) = run(&mut cmd);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("--holdout-fraction must be in [0, 1]"),
+        stderr.contains("'--holdout-fraction <HOLDOUT_FRACTION>': must be in (0, 1)"),
         "{stderr}"
     );
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, ValueEnum};
 use vl2v::cache::EmbeddingDtype;
 use vl2v::image::PreprocessMode;
@@ -58,8 +59,14 @@ pub struct Args {
     pub student: Option<String>,
 
     /// Augmented training views per image (DomainBed recipe: random resized crop 0.7-1, flip, colour
-    /// jitter 0.3, grayscale p 0.1), in addition to the evaluation view 0.
-    #[arg(long, default_value_t = 0)]
+    /// jitter 0.3, grayscale p 0.1), in addition to the evaluation view 0; 0 to 32767 (the cache's view
+    /// column is an int16).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u16).range(..=MAX_VIEWS),
+        allow_negative_numbers = true
+    )]
     pub views: u16,
 
     /// Seed of the augmented views; each view's parameters depend only on (seed, path, view).
@@ -75,17 +82,21 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
 
-    /// Images per model batch.
-    #[arg(long, default_value_t = 32)]
+    /// Images per model batch (at least 1).
+    #[arg(
+        long,
+        default_value_t = 32,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     pub batch_size: usize,
 
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 
-    /// Embed only shard I of N (0-based, e.g. 2/8): a deterministic 1/N of the parts, so shards can run
-    /// on separate machines into one cache directory. The manifest is written by the shard that
-    /// finds all parts present.
+    /// Embed only shard I of N (0-based, 0 <= I < N, e.g. 2/8): a deterministic 1/N of the parts, so
+    /// shards can run on separate machines into one cache directory. The manifest is written by the shard
+    /// that finds all parts present.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<(u32, u32)>,
 
@@ -98,6 +109,9 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
 }
+
+/// The most augmented views: the cache stores the view number as an int16.
+const MAX_VIEWS: i64 = i16::MAX as i64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EncoderKind {

@@ -4,6 +4,7 @@ pub mod dataset;
 pub mod image;
 pub mod model;
 pub mod prompts;
+pub mod ranges;
 pub mod rng;
 pub mod splits;
 pub mod train;

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
-use synth::{Outcome, Settings, Style, BENCHMARK_CLASSES, CLASSES};
+use synth::{Outcome, Settings, Style, BENCHMARK_CLASSES, CLASSES, SIZES};
 
 /// Deterministic procedural images of simple objects in several drawing styles, for offline
 /// domain-generalisation demos. The same settings always give byte-identical files.
@@ -40,11 +41,11 @@ enum Command {
         /// Every image is a function of (seed, style, class, index).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Images per (domain, class).
-        #[arg(long, default_value_t = 60)]
+        /// Images per (domain, class), at least 1.
+        #[arg(long, default_value_t = 60, value_parser = at_least(1))]
         per_class: usize,
-        /// Image width and height in pixels.
-        #[arg(long, default_value_t = 64)]
+        /// Image width and height in pixels, 16 to 1024.
+        #[arg(long, default_value_t = 64, value_parser = image_side())]
         size: usize,
     },
     /// The captioned corpus: every class in every style, OUT/<style>/<class>/<index>.png plus
@@ -58,11 +59,11 @@ enum Command {
         /// than the benchmark so that their images differ.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Images per (style, class).
-        #[arg(long, default_value_t = 60)]
+        /// Images per (style, class), at least 1.
+        #[arg(long, default_value_t = 60, value_parser = at_least(1))]
         per_class: usize,
-        /// Image width and height in pixels.
-        #[arg(long, default_value_t = 64)]
+        /// Image width and height in pixels, 16 to 1024.
+        #[arg(long, default_value_t = 64, value_parser = image_side())]
         size: usize,
         /// Comma-separated styles [default: all: clipart, infograph, neon, painting, photo, quickdraw, sketch].
         #[arg(long, value_delimiter = ',')]
@@ -79,8 +80,8 @@ enum Command {
         /// Every image is a function of (seed, style, class, index).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Cell size in pixels.
-        #[arg(long, default_value_t = 64)]
+        /// Cell size in pixels, 16 to 1024.
+        #[arg(long, default_value_t = 64, value_parser = image_side())]
         size: usize,
         /// Which instance of each (style, class) to show.
         #[arg(long, default_value_t = 0)]
@@ -92,6 +93,17 @@ enum Command {
     /// Train the offline demo's models from generated data (make lab-models): a miniature CLIP teacher
     /// and a student pretrained on one style.
     Pretrain(pretrain::Args),
+}
+
+/// An integer option's range, checked as clap parses it: at least `min` (clap's message names the flag and
+/// the range). Real-valued options use [`vl2v::ranges`].
+pub(crate) fn at_least(min: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min..)
+}
+
+/// `--size`: the sides the drawings are made for ([`SIZES`]).
+fn image_side() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(*SIZES.start() as u64..=*SIZES.end() as u64)
 }
 
 fn main() {

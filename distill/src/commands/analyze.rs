@@ -54,13 +54,12 @@ pub struct Args {
     #[arg(long)]
     pub cache: PathBuf,
 
-    /// Nearest images per class averaged into the prototypes of E5 and E6.
-    #[arg(long, default_value_t = 10)]
+    /// Nearest images per class averaged into the prototypes of E5 and E6 (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = super::at_least(1))]
     pub k: usize,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    ensure!(args.k > 0, "--k must be at least 1");
     let started = Instant::now();
     let cache = TeacherCache::open(&args.cache)?;
     let loaded = started.elapsed();

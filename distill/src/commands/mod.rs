@@ -5,3 +5,10 @@ pub mod report;
 pub mod run;
 pub mod splits;
 pub mod sweep;
+
+/// An integer option's range, checked as clap parses it: at least `min` (clap's message names the flag and
+/// the range: `invalid value '0' for '--k <K>': 0 is not in 1..18446744073709551615`). Real-valued options
+/// use [`vl2v::ranges`].
+pub fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..)
+}

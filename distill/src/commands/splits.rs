@@ -39,8 +39,14 @@ pub struct Args {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub trial_seed: i64,
 
-    /// Fraction of each domain held out as `out` (DomainBed's holdout_fraction): int(N * F) images.
-    #[arg(long, default_value_t = 0.2)]
+    /// Fraction of each domain held out as `out` (DomainBed's holdout_fraction): int(N * F) images; in
+    /// (0, 1), as `distill run` takes it.
+    #[arg(
+        long,
+        default_value_t = 0.2,
+        value_parser = vl2v::ranges::open_unit,
+        allow_negative_numbers = true
+    )]
     pub holdout_fraction: f64,
 
     /// Write the CSV to FILE (atomically) instead of stdout.
@@ -49,12 +55,6 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.holdout_fraction) {
-        bail!(
-            "--holdout-fraction must be in [0, 1], got {}",
-            args.holdout_fraction
-        );
-    }
     let manifest = Manifest::read(&args.cache)?;
     let images = view0_images(args, &manifest)?;
 

@@ -27,26 +27,29 @@ use vl2v::train::Adam;
 /// Sizes of the miniature CLIP.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Size {
-    /// Image side (the corpus's).
-    #[arg(long, default_value_t = 64)]
+    /// Image side (the corpus's), a multiple of --patch-size.
+    #[arg(long, default_value_t = 64, value_parser = crate::at_least(1))]
     pub image_size: usize,
-    /// Patch side: 16 gives a 4×4 grid at 64 pixels, which a 2-core machine trains in minutes.
-    #[arg(long, default_value_t = 16)]
+    /// Patch side, at least 1: 16 gives a 4×4 grid at 64 pixels, which a 2-core machine trains in minutes.
+    #[arg(long, default_value_t = 16, value_parser = crate::at_least(1))]
     pub patch_size: usize,
-    /// Width of both towers.
-    #[arg(long, default_value_t = 128)]
+    /// Width of both towers, a multiple of --heads.
+    #[arg(long, default_value_t = 128, value_parser = crate::at_least(1))]
     pub width: usize,
-    #[arg(long, default_value_t = 4)]
+    /// Transformer layers of the image tower, at least 1.
+    #[arg(long, default_value_t = 4, value_parser = crate::at_least(1))]
     pub vision_layers: usize,
-    #[arg(long, default_value_t = 3)]
+    /// Transformer layers of the text tower, at least 1.
+    #[arg(long, default_value_t = 3, value_parser = crate::at_least(1))]
     pub text_layers: usize,
-    #[arg(long, default_value_t = 4)]
+    /// Attention heads of both towers, at least 1.
+    #[arg(long, default_value_t = 4, value_parser = crate::at_least(1))]
     pub heads: usize,
-    /// Joint embedding dimension.
-    #[arg(long, default_value_t = 128)]
+    /// Joint embedding dimension, at least 1.
+    #[arg(long, default_value_t = 128, value_parser = crate::at_least(1))]
     pub projection_dim: usize,
-    /// Longest prompt in tokens, start and end included.
-    #[arg(long, default_value_t = 24)]
+    /// Longest prompt in tokens, start and end included: at least 3 (start, a word, end).
+    #[arg(long, default_value_t = 24, value_parser = crate::at_least(3))]
     pub context: usize,
 }
 
@@ -61,12 +64,19 @@ pub struct Args {
     pub out: PathBuf,
     #[command(flatten)]
     pub size: Size,
-    #[arg(long, default_value_t = 4000)]
+    /// Training steps, at least 1.
+    #[arg(long, default_value_t = 4000, value_parser = crate::at_least(1))]
     pub steps: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Images per step, at least 2 (the contrastive loss needs a negative).
+    #[arg(long, default_value_t = 128, value_parser = crate::at_least(2))]
     pub batch_size: usize,
-    /// Peak learning rate (linear warm-up, cosine decay to 0).
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate (linear warm-up, cosine decay to 0), finite and > 0.
+    #[arg(
+        long,
+        default_value_t = 1e-3,
+        value_parser = vl2v::ranges::positive,
+        allow_negative_numbers = true
+    )]
     pub lr: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -138,7 +148,25 @@ fn contrastive_loss(
     Ok(((rows + cols)? * -0.5)?)
 }
 
+/// What the sizes must satisfy together (each one's own range is checked as it is parsed).
+fn check_size(size: &Size) -> Result<()> {
+    anyhow::ensure!(
+        size.image_size.is_multiple_of(size.patch_size),
+        "--image-size {} must be a multiple of --patch-size {}",
+        size.image_size,
+        size.patch_size
+    );
+    anyhow::ensure!(
+        size.width.is_multiple_of(size.heads),
+        "--width {} must be a multiple of --heads {}",
+        size.width,
+        size.heads
+    );
+    Ok(())
+}
+
 pub fn run(args: &Args) -> Result<()> {
+    check_size(&args.size)?;
     let started = Instant::now();
     let corpus = Corpus::load(&args.corpus)?;
     eprintln!(

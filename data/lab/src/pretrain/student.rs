@@ -33,12 +33,19 @@ pub struct Args {
     /// Student architecture.
     #[arg(long, default_value = "mini-vit")]
     pub student: String,
-    #[arg(long, default_value_t = 1000)]
+    /// Training steps, at least 1.
+    #[arg(long, default_value_t = 1000, value_parser = crate::at_least(1))]
     pub steps: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Images per step, at least 1.
+    #[arg(long, default_value_t = 128, value_parser = crate::at_least(1))]
     pub batch_size: usize,
-    /// Peak learning rate (linear warm-up, cosine decay to 0).
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate (linear warm-up, cosine decay to 0), finite and > 0.
+    #[arg(
+        long,
+        default_value_t = 1e-3,
+        value_parser = vl2v::ranges::positive,
+        allow_negative_numbers = true
+    )]
     pub lr: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -21,7 +21,7 @@ use image::RgbImage;
 
 pub use shapes::{BENCHMARK_CLASSES, CLASSES};
 pub use styles::Style;
-pub use write::{generate, Outcome, Settings};
+pub use write::{generate, Outcome, Settings, SIZES};
 
 /// One image as the products write it, with the name of its colour; `None` for an unknown class.
 pub fn render(

@@ -57,6 +57,9 @@ pub enum Product {
     Corpus,
 }
 
+/// The image sizes (side in pixels) the drawings are made for.
+pub const SIZES: std::ops::RangeInclusive<usize> = 16..=1024;
+
 /// Everything that determines the output; recorded in the marker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -116,10 +119,12 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<Vec<Style>, SynthError> {
-        if self.size < 16 || self.size > 1024 {
+        if !SIZES.contains(&self.size) {
             return Err(SynthError::Invalid(format!(
-                "size {} is outside 16..=1024",
-                self.size
+                "size {} is outside {}..={}",
+                self.size,
+                SIZES.start(),
+                SIZES.end()
             )));
         }
         if self.per_class == 0 {
