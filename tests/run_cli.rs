@@ -379,7 +379,7 @@ fn sweep_runs_a_tagged_grid_and_reports_each_configuration() {
         .arg(&c.teacher)
         .args(["--algorithm", "adip-align", "--lambda", "0.2,x"]));
     assert!(
-        !o.status.success() && stderr.contains("--lambda 'x'"),
+        !o.status.success() && stderr.contains("invalid value 'x' for '--lambda <LAMBDA>'"),
         "{stderr}"
     );
 }

@@ -72,32 +72,33 @@ pub struct Args {
     #[arg(long, default_value = "all")]
     pub test_domain: String,
 
-    /// Training steps [default: 5001; 15001 for domainnet].
-    #[arg(long)]
+    /// Training steps, at least 1 [default: 5001; 15001 for domainnet].
+    #[arg(long, value_parser = super::at_least(1))]
     pub steps: Option<usize>,
 
-    /// Evaluate every N steps [default: 200; 1000 for domainnet].
-    #[arg(long)]
+    /// Evaluate every N steps, N at least 1 [default: 200; 1000 for domainnet].
+    #[arg(long, value_parser = super::at_least(1))]
     pub checkpoint_freq: Option<usize>,
 
-    /// Images per training domain per step [default: 32].
-    #[arg(long)]
+    /// Images per training domain per step, at least 1 [default: 32].
+    #[arg(long, value_parser = super::at_least(1))]
     pub batch_size: Option<usize>,
 
-    /// Adam learning rate [default: 5e-5].
-    #[arg(long)]
+    /// Adam learning rate, finite and > 0 [default: 5e-5].
+    #[arg(long, value_parser = vl2v::ranges::positive, allow_negative_numbers = true)]
     pub lr: Option<f64>,
 
-    /// Adam weight decay (L2, torch's Adam) [default: 0].
-    #[arg(long)]
+    /// Adam weight decay (L2, torch's Adam), finite and >= 0 [default: 0].
+    #[arg(long, value_parser = vl2v::ranges::non_negative, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
 
-    /// adip-align, adip-distill, sd: weight λ of the image term; kd: weight of the KL term [default: 0.5].
-    #[arg(long)]
+    /// adip-align, adip-distill, sd: weight λ of the image term, in [0, 1]; kd: weight of the KL term,
+    /// finite and >= 0 [default: 0.5].
+    #[arg(long, value_parser = vl2v::ranges::non_negative, allow_negative_numbers = true)]
     pub lambda: Option<f64>,
 
-    /// kd: softmax temperature τ [default: 0.1].
-    #[arg(long)]
+    /// kd: softmax temperature τ, finite and > 0 [default: 0.1].
+    #[arg(long, value_parser = vl2v::ranges::positive, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
 
     /// Backbone algorithms: the model to train, if not where the cache's manifest says (hub id, directory
@@ -121,8 +122,14 @@ pub struct Args {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub trial_seed: i64,
 
-    /// Fraction of each domain held out as its out split.
-    #[arg(long, default_value_t = 0.2)]
+    /// Fraction of each domain held out as its out split (DomainBed's holdout_fraction), in (0, 1): the
+    /// out splits select the model and the in splits train it.
+    #[arg(
+        long,
+        default_value_t = 0.2,
+        value_parser = vl2v::ranges::open_unit,
+        allow_negative_numbers = true
+    )]
     pub holdout_fraction: f64,
 
     /// Root of the run directories.
@@ -204,8 +211,9 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// What can be rejected before anything is read.
-fn check_args(args: &Args, entry: &algorithms::Entry) -> Result<()> {
+/// What can be rejected before anything is read, beyond each value's own range (checked as it is parsed,
+/// see [`super::at_least`] and [`vl2v::ranges`]). `distill sweep` checks every run it will start with it.
+pub(crate) fn check_args(args: &Args, entry: &algorithms::Entry) -> Result<()> {
     if let Some(tag) = &args.tag {
         ensure!(
             !tag.is_empty()
@@ -215,11 +223,14 @@ fn check_args(args: &Args, entry: &algorithms::Entry) -> Result<()> {
             "--tag '{tag}': use letters, digits, '.', '_' and '-' only"
         );
     }
-    ensure!(
-        (0.0..1.0).contains(&args.holdout_fraction),
-        "--holdout-fraction must be in [0, 1), got {}",
-        args.holdout_fraction
-    );
+    if let Some(lambda) = args.lambda {
+        // The ADiP loss mixes its two terms as λ and 1 − λ (kd's λ weighs KL alone: any λ ≥ 0, as parsed).
+        ensure!(
+            lambda <= 1.0 || !matches!(entry.name, "adip-align" | "adip-distill" | "sd"),
+            "--lambda must be in [0, 1] for {}, got {lambda}",
+            entry.name
+        );
+    }
     if entry.needs_student() && args.student_cache.is_none() {
         bail!(
             "{} trains a student: pass --student-cache DIR (a cache of the same images and views as \

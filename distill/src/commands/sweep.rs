@@ -9,9 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::commands::run;
 use crate::data::cache_tables::open_manifest;
 
 const AFTER_HELP: &str = "\
@@ -39,8 +40,10 @@ pub struct Args {
     /// The algorithm every run trains.
     #[arg(long)]
     pub algorithm: String,
-    /// Comma-separated values of λ; each becomes a tagged configuration (`<algorithm>@lambda<λ>`).
-    #[arg(long, value_delimiter = ',')]
+    /// Comma-separated values of λ, as `distill run --lambda` takes them (in [0, 1] for adip-align,
+    /// adip-distill and sd; finite and >= 0 for kd); each becomes a tagged configuration
+    /// (`<algorithm>@lambda<λ>`).
+    #[arg(long, value_delimiter = ',', value_parser = lambda_value, allow_negative_numbers = true)]
     pub lambda: Vec<String>,
     /// Comma-separated DomainBed trial seeds (the in/out split).
     #[arg(
@@ -53,15 +56,22 @@ pub struct Args {
     /// Comma-separated seeds (initialisation and sampling).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub seeds: Vec<u64>,
-    /// Runs at a time [default: the number of cores].
-    #[arg(long)]
+    /// Runs at a time, at least 1 [default: the number of cores].
+    #[arg(long, value_parser = super::at_least(1))]
     pub jobs: Option<usize>,
     /// Root of the run directories.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
-    /// More `distill run` arguments for every run.
+    /// More `distill run` arguments for every run (checked as `distill run` checks them before any run
+    /// starts).
     #[arg(last = true)]
     pub run_args: Vec<String>,
+}
+
+/// A value of `--lambda`, kept as written (it names the configuration's tag) once it reads as a λ
+/// `distill run` could take; the bound that depends on the algorithm is `run::check_args`'s.
+fn lambda_value(text: &str) -> Result<String, String> {
+    vl2v::ranges::non_negative(text).map(|_| text.to_string())
 }
 
 struct Job {
@@ -69,16 +79,30 @@ struct Job {
     args: Vec<String>,
 }
 
-pub fn run(args: &Args) -> Result<()> {
-    crate::algorithms::lookup(&args.algorithm)?;
-    let manifest = open_manifest(&args.cache)?;
-    for value in &args.lambda {
-        let v: f64 = value
-            .parse()
-            .ok()
-            .with_context(|| format!("--lambda '{value}' is not a number"))?;
-        ensure!(v.is_finite(), "--lambda '{value}' is not a finite number");
+/// Parses every run's arguments as `distill run` will and checks them with its `check_args`, so that a
+/// value it would refuse (a λ of the sweep's, or an argument after `--`) fails the sweep before anything
+/// runs or is written.
+fn check_runs(jobs: &[Job], entry: &crate::algorithms::Entry) -> Result<()> {
+    use clap::{Args as _, FromArgMatches as _};
+    let command = run::Args::augment_args(clap::Command::new("run"));
+    for job in jobs {
+        let parsed = command
+            .clone()
+            .try_get_matches_from(&job.args)
+            .and_then(|matches| run::Args::from_arg_matches(&matches))
+            .map_err(|e| {
+                // clap's first line is the reason; the rest is usage for a command line typed by hand.
+                let text = e.to_string();
+                let line = text.lines().next().unwrap_or_default();
+                anyhow::anyhow!("distill run: {}", line.trim_start_matches("error: "))
+            })?;
+        run::check_args(&parsed, entry)?;
     }
+    Ok(())
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let entry = crate::algorithms::lookup(&args.algorithm)?;
     let lambdas: Vec<Option<&str>> = if args.lambda.is_empty() {
         vec![None]
     } else {
@@ -123,6 +147,8 @@ pub fn run(args: &Args) -> Result<()> {
             }
         }
     }
+    check_runs(&jobs, entry)?;
+    let manifest = open_manifest(&args.cache)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parallel = args.jobs.unwrap_or(cores).clamp(1, jobs.len().max(1));
     let threads = (cores / parallel).max(1);
