@@ -121,6 +121,20 @@ fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
             .unwrap()
             .ends_with("adip-align/art/seed0/model.safetensors"));
     }
+    // The Align step Distill starts from, by the official rule (trainer.py: the latest evaluation whose
+    // train_out equals the best; a test student has no official script, so --model-save defaults to 0).
+    let align = records(&out.join("toy/adip-align/art/seed0"));
+    let best = align
+        .iter()
+        .map(|r| r["train_out"].as_f64().unwrap())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let want = align
+        .iter()
+        .filter(|r| r["train_out"].as_f64() == Some(best))
+        .map(|r| r["step"].as_u64().unwrap())
+        .max();
+    assert_eq!(recs[0]["args"]["align_step"].as_u64(), want, "{align:?}");
+    assert_eq!(align[0]["args"]["model_save"], 0);
     // The saved model holds the trained backbone under its checkpoint names and the frozen projection,
     // and the projection is the Align run's, unchanged.
     let names = tensor_names(&dir.join("model.safetensors"));

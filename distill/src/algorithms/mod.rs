@@ -8,6 +8,7 @@ mod erm_ft;
 mod erm_lp;
 mod finetune;
 mod kd;
+pub mod official_scripts;
 mod sd;
 mod zeroshot;
 

@@ -8,8 +8,8 @@
 //! (trial seed × seed); the averages first average the held-out domains within each replicate.
 //!
 //! A `distill run --swad` run has a last line with `"swad": true` (the SWAD-averaged model): it takes no part
-//! in selection, and its `test_in` is the run's OOD figure instead (the paper's headline numbers are SWAD's);
-//! the ID figure stays the selected line's `train_out`.
+//! in selection, and its `test_in` is the run's OOD figure instead (the paper's headline numbers are SWAD's),
+//! its `train_out` the ID figure (the official code's "SWAD (inD)").
 //!
 //! Beside each `report.md`, `report.png` charts the same cells (mean ± SE in percent) as grouped bars: one
 //! group per column, one series per algorithm (see `chart`).
@@ -30,8 +30,9 @@ const AFTER_HELP: &str = "\
 Reads <runs>/<dataset>/<algorithm>/<test-domain>/seed<k>[-trial<t>]/results.jsonl of every finished run
 (with `done`; unfinished runs are listed on stderr and skipped). Per run: the evaluation with the first
 maximum of train_out (training-domain validation); its test_in is the OOD accuracy for the held-out domain,
-its train_out the ID accuracy. Runs with SWAD (distill run --swad) report the test_in of their \"swad\": true
-line (the averaged model, as the paper does) as OOD instead; that line is never selected. Per dataset, a markdown table (algorithm × held-out domain, then Avg-ID and
+its train_out the ID accuracy. Runs with SWAD (distill run --swad) report the test_in and train_out of their
+\"swad\": true line (the averaged model, as the official code does: \"SWAD\" and \"SWAD (inD)\") as OOD and
+ID instead; that line is never selected. Per dataset, a markdown table (algorithm × held-out domain, then Avg-ID and
 Avg-OOD) of mean ± standard error (population std / sqrt(n)) in percent over replicates (trial seed ×
 seed) goes to stdout and to <runs>/<dataset>/report.md. The averages average the held-out domains within
 each replicate first (replicates with every domain only); a domain without runs prints – (and so do the
@@ -270,7 +271,7 @@ impl Table {
                         .collect();
                     if per_domain.len() == domains.len() {
                         let n = per_domain.len() as f64;
-                        id.push(per_domain.iter().map(|r| r.train_out).sum::<f64>() / n);
+                        id.push(per_domain.iter().map(|r| r.id()).sum::<f64>() / n);
                         ood.push(per_domain.iter().map(|r| r.ood()).sum::<f64>() / n);
                     }
                 }
@@ -375,6 +376,7 @@ mod tests {
                 train_out,
                 test_in,
                 swad_test_in: None,
+                swad_train_out: None,
             },
         }
     }
@@ -395,6 +397,7 @@ mod tests {
                 train_out: 0.8,
                 test_in: 0.6,
                 swad_test_in: None,
+                swad_train_out: None,
             }
         );
     }
@@ -412,13 +415,15 @@ mod tests {
                 train_out: 0.8,
                 test_in: 0.6,
                 swad_test_in: Some(0.7),
+                swad_train_out: Some(0.95),
             }
         );
         assert_eq!(sel.ood(), 0.7);
+        assert_eq!(sel.id(), 0.95);
         let mut r = result("swad-alg", 0, 0, 0.8, 0.6);
         r.selected = sel;
         let t = table("toy", &[r]);
-        assert!(t.contains("| swad-alg | 70.0 | 80.0 | 70.0 |"), "{t}");
+        assert!(t.contains("| swad-alg | 70.0 | 95.0 | 70.0 |"), "{t}");
         assert!(t.contains("SWAD"), "{t}");
     }
 

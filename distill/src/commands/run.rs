@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
+use vl2v::model::students::name_from_architecture;
 
-use crate::algorithms::{self, BackboneSetup, Input, Overrides, Setup};
+use crate::algorithms::{self, official_scripts, BackboneSetup, Input, Overrides, Setup};
 use crate::commands::analyze::PHOTO_TEMPLATE;
 use crate::data::cache_tables::{open_manifest, TeacherCache};
 use crate::data::{DomainSplits, ViewTable};
@@ -37,12 +38,14 @@ no weight decay, 32 images per training domain, BatchNorm statistics frozen.
 
 Protocol: each domain in turn is held out; DomainBed's in/out split per domain (seed_hash(trial_seed, env));
 each step draws --batch-size images per training domain with replacement from its in split, each with a
-random augmented view (view 0 when the cache has none). Evaluation (view 0) at step 0, every
---checkpoint-freq steps and at the last step; selection = training-domain validation (first maximum of the
-mean out-split accuracy of the training domains); reported = the held-out domain's in-split accuracy.
+random augmented view (view 0 when the cache has none). Steps are rounded as the official code rounds them,
+(steps // checkpoint_freq) * checkpoint_freq + 1; evaluation (view 0) at step 0 and every --checkpoint-freq
+steps, the last one included; selection = training-domain validation (first maximum of the mean out-split
+accuracy of the training domains); reported = the held-out domain's in-split accuracy.
 
 Runs go to <out>/<dataset>/<algorithm>/<test-domain>/seed<k>/ (seed<k>-trial<t> when --trial-seed is not 0):
-results.jsonl, model.safetensors (selected parameters), checkpoint.safetensors (to resume), done. Runs with
+results.jsonl, model.safetensors (the official TE<k>_best.pth: the latest evaluation at a step ≥ --model-save
+whose train_out ties the best so far), checkpoint.safetensors (to resume), done. Runs with
 `done` are skipped; unfinished runs resume from their checkpoint. A markdown table goes to stdout.
 
 SWAD (--swad): the parameters after every step are averaged into segments; each evaluation hands the segment
@@ -149,13 +152,34 @@ pub struct Args {
     pub swad: bool,
 
     /// When SWAD's segment average restarts: vl2v (VL2V-ADiP's default swad_fix: only at checkpoints with
-    /// step % 1000 == 0 and step > 2500) or upstream (after every checkpoint, khanrc/swad).
-    #[arg(long, value_enum, default_value_t = SwadVariantArg::Vl2v, requires = "swad")]
-    pub swad_variant: SwadVariantArg,
+    /// step % 1000 == 0 and step > 2500) or upstream (after every checkpoint, khanrc/swad) [default: the
+    /// official script's for the student (upstream for adip-distill of vit-base), else vl2v].
+    #[arg(long, value_enum, requires = "swad")]
+    pub swad_variant: Option<SwadVariantArg>,
+
+    /// The official --model_save: model.safetensors holds the latest evaluation at a step ≥ STEP whose
+    /// train_out equals the best so far (adip-distill starts from the Align run's) [default: the official
+    /// script's for adip-align / adip-distill of resnet50, vit-small, vit-base, deit-small (100, or 1000 for
+    /// vit-base Align and resnet50 Distill); 0 otherwise].
+    #[arg(long, value_name = "STEP")]
+    pub model_save: Option<u64>,
+
+    /// adip-distill: which projection of the Align run to start from: official (its model.safetensors, the
+    /// ordinary projection, as the official code loads TE<k>_best.pth) or swad (its SWAD-averaged
+    /// projection, model_swad.safetensors).
+    #[arg(long, value_enum, default_value_t = AlignModel::Official)]
+    pub align_model: AlignModel,
 
     /// Testing aid: fail right after the evaluation of this step, as if the run had been killed.
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+}
+
+/// `--align-model`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlignModel {
+    Official,
+    Swad,
 }
 
 /// `--swad-variant`.
@@ -172,13 +196,20 @@ impl SwadVariantArg {
             Self::Upstream => SwadVariant::Upstream,
         }
     }
+}
 
-    fn name(self) -> &'static str {
-        match self {
-            Self::Vl2v => "vl2v",
-            Self::Upstream => "upstream",
-        }
+/// The name `--swad-variant` gives `variant`.
+fn swad_variant_name(variant: SwadVariant) -> &'static str {
+    match variant {
+        SwadVariant::Vl2vFix => "vl2v",
+        SwadVariant::Upstream => "upstream",
     }
+}
+
+/// The official `n_steps` (train_all.py): rounded to a multiple of the evaluation interval, plus one, so
+/// that the last step is evaluated like every other (`(steps // freq) * freq + 1`).
+pub fn official_steps(steps: usize, checkpoint_freq: usize) -> usize {
+    (steps / checkpoint_freq) * checkpoint_freq + 1
 }
 
 /// The folder of an algorithm's runs: its name, or `<name>@<tag>`.
@@ -256,8 +287,11 @@ struct Experiment<'a> {
     student: Option<ViewTable>,
     backbone: Option<BackboneSetup>,
     splits: DomainSplits,
+    /// The official n_steps (rounded, see [`official_steps`]).
     steps: usize,
     checkpoint_freq: usize,
+    model_save: u64,
+    swad: Option<SwadVariant>,
 }
 
 impl<'a> Experiment<'a> {
@@ -273,10 +307,13 @@ impl<'a> Experiment<'a> {
         let test_domains = test_domains(&m.dataset.domains, &args.test_domain)?;
         texts(&teacher, &args.cache)?;
         let domainnet = m.dataset.name.eq_ignore_ascii_case("domainnet");
-        let steps = args.steps.unwrap_or(if domainnet { 15001 } else { 5001 });
         let checkpoint_freq = args
             .checkpoint_freq
             .unwrap_or(if domainnet { 1000 } else { 200 });
+        let steps = official_steps(
+            args.steps.unwrap_or(if domainnet { 15001 } else { 5001 }),
+            checkpoint_freq,
+        );
         let views = m.views.count as usize + 1;
         let paths = teacher.images.paths();
         let teacher_views = ViewTable::load(&args.cache, m, paths, views, "teacher")?;
@@ -290,6 +327,24 @@ impl<'a> Experiment<'a> {
             }
             _ => None,
         };
+        // The official script's settings for this student and stage, where the official code has one.
+        let student_name = student_manifest
+            .as_ref()
+            .and_then(|sm| name_from_architecture(&sm.encoder.architecture));
+        let script = match student_name {
+            Some(name) => official_scripts::stage_settings(entry.name, name)?,
+            None => None,
+        };
+        let model_save = args
+            .model_save
+            .or(script.map(|s| s.model_save))
+            .unwrap_or(0);
+        let swad = args.swad.then(|| {
+            args.swad_variant
+                .map(SwadVariantArg::variant)
+                .or(script.map(|s| s.swad_variant))
+                .unwrap_or(SwadVariant::Vl2vFix)
+        });
         let backbone = if entry.trains_backbone() {
             let device = vl2v::model::device(&args.device)?;
             Some(backbone_setup(
@@ -321,6 +376,8 @@ impl<'a> Experiment<'a> {
             splits,
             steps,
             checkpoint_freq,
+            model_save,
+            swad,
         })
     }
 
@@ -341,6 +398,7 @@ impl<'a> Experiment<'a> {
     fn run_held_out(&mut self, test: usize) -> Result<Selected> {
         let args = self.args;
         let align_model = self.load_align_model(test)?;
+        let align_model = align_model.as_ref().map(|(p, s)| (p.as_path(), *s));
         let m = &self.teacher.manifest;
         let texts = texts(&self.teacher, &args.cache)?;
         let setup = Setup {
@@ -364,7 +422,7 @@ impl<'a> Experiment<'a> {
             steps: self.steps,
             checkpoint_freq: self.checkpoint_freq,
             seed: args.seed,
-            args: self.record_args(test, algorithm.hparams(), align_model.as_deref()),
+            args: self.record_args(test, algorithm.hparams(), align_model),
             label: format!(
                 "{} {} (test {})",
                 m.dataset.name,
@@ -372,7 +430,8 @@ impl<'a> Experiment<'a> {
                 m.dataset.domains[test]
             ),
             stop_after: args.stop_after,
-            swad: args.swad.then(|| args.swad_variant.variant()),
+            swad: self.swad,
+            model_save: self.model_save,
         };
         let data = RunData {
             labels: self.teacher.images.labels(),
@@ -390,8 +449,8 @@ impl<'a> Experiment<'a> {
     }
 
     /// adip-distill: hands the backbone the projection of the finished Align run of the same held-out
-    /// domain, seed, trial seed and tag, and returns that model's path (recorded in `args`).
-    fn load_align_model(&mut self, test: usize) -> Result<Option<PathBuf>> {
+    /// domain, seed, trial seed and tag, and returns that model's path and step (recorded in `args`).
+    fn load_align_model(&mut self, test: usize) -> Result<Option<(PathBuf, Option<u64>)>> {
         if self.entry.name != "adip-distill" {
             return Ok(None);
         }
@@ -401,11 +460,12 @@ impl<'a> Experiment<'a> {
             .student_cache
             .as_deref()
             .context("no --student-cache")?;
-        let (path, tensors) = align_model_of(&dir, &self.args.cache, student_cache)?;
+        let swad = self.args.align_model == AlignModel::Swad;
+        let chosen = align_model_of(&dir, &self.args.cache, student_cache, swad)?;
         if let Some(b) = self.backbone.as_mut() {
-            b.align = Some(tensors);
+            b.align = Some(chosen.tensors);
         }
-        Ok(Some(path))
+        Ok(Some((chosen.path, chosen.step)))
     }
 
     /// The evaluated splits, in DomainBed's order: every domain's out split, and the held-out domain's
@@ -444,7 +504,7 @@ impl<'a> Experiment<'a> {
         &self,
         test: usize,
         hparams: serde_json::Value,
-        align_model: Option<&std::path::Path>,
+        align_model: Option<(&std::path::Path, Option<u64>)>,
     ) -> serde_json::Value {
         let (args, m) = (self.args, &self.teacher.manifest);
         let mut record = json!({
@@ -458,14 +518,16 @@ impl<'a> Experiment<'a> {
                 "steps": self.steps,
                 "checkpoint_freq": self.checkpoint_freq,
                 "holdout_fraction": args.holdout_fraction,
+                "model_save": self.model_save,
                 "cache": args.cache,
                 "student_cache": args.student_cache,
         });
-        if args.swad {
-            record["swad"] = json!(args.swad_variant.name());
+        if let Some(variant) = self.swad {
+            record["swad"] = json!(swad_variant_name(variant));
         }
-        if let Some(path) = align_model {
+        if let Some((path, step)) = align_model {
             record["align_model"] = json!(path);
+            record["align_step"] = json!(step);
         }
         if let Some(model) = &args.model {
             record["model"] = json!(model);
@@ -516,8 +578,12 @@ fn table(
         "## {dataset} — {algorithm} (training-domain validation)\n\n\
          | test domain | env | selected step | test acc (in) % | train-domain val % |{}\n\
          |---|---|---|---|---|{}\n",
-        if swad { " SWAD test acc (in) % |" } else { "" },
-        if swad { "---|" } else { "" }
+        if swad {
+            " SWAD test acc (in) % | SWAD train-domain val % |"
+        } else {
+            ""
+        },
+        if swad { "---|---|" } else { "" }
     );
     for (env, sel) in rows {
         s.push_str(&format!(
@@ -528,7 +594,11 @@ fn table(
             100.0 * sel.train_out
         ));
         if swad {
-            s.push_str(&format!(" {} |", pct(sel.swad_test_in)));
+            s.push_str(&format!(
+                " {} | {} |",
+                pct(sel.swad_test_in),
+                pct(sel.swad_train_out)
+            ));
         }
         s.push('\n');
     }
@@ -542,11 +612,10 @@ fn table(
             100.0 * id
         ));
         if swad {
-            let swad_ood: Option<Vec<f64>> = rows.iter().map(|(_, r)| r.swad_test_in).collect();
-            s.push_str(&format!(
-                " {} |",
-                pct(swad_ood.map(|v| v.iter().sum::<f64>() / n))
-            ));
+            let mean = |values: Option<Vec<f64>>| pct(values.map(|v| v.iter().sum::<f64>() / n));
+            let swad_ood = rows.iter().map(|(_, r)| r.swad_test_in).collect();
+            let swad_id = rows.iter().map(|(_, r)| r.swad_train_out).collect();
+            s.push_str(&format!(" {} | {} |", mean(swad_ood), mean(swad_id)));
         }
         s.push('\n');
     }
@@ -557,6 +626,17 @@ fn table(
 mod tests {
     use super::*;
 
+    /// train_all.py: `n_steps = (n_steps // checkpoint_freq) * checkpoint_freq + 1`, by hand.
+    #[test]
+    fn steps_are_rounded_as_the_official_code_rounds_them() {
+        assert_eq!(official_steps(5001, 200), 5001);
+        assert_eq!(official_steps(5000, 200), 5001);
+        assert_eq!(official_steps(15001, 1000), 15001);
+        assert_eq!(official_steps(300, 50), 301);
+        assert_eq!(official_steps(10, 4), 9);
+        assert_eq!(official_steps(3, 5), 1);
+    }
+
     #[test]
     fn table_has_a_row_per_domain_and_averages() {
         let sel = |step, train_out, test_in| Selected {
@@ -564,6 +644,7 @@ mod tests {
             train_out,
             test_in,
             swad_test_in: None,
+            swad_train_out: None,
         };
         let t = table(
             "toy",
@@ -580,6 +661,7 @@ mod tests {
         );
         let swad = |s: Selected, v| Selected {
             swad_test_in: Some(v),
+            swad_train_out: Some(0.9),
             ..s
         };
         let t = table(
@@ -593,12 +675,15 @@ mod tests {
             true,
         );
         assert!(
-            t.contains("| SWAD test acc (in) % |\n|---|---|---|---|---|---|\n"),
+            t.contains("| SWAD test acc (in) % | SWAD train-domain val % |\n|---|---|---|---|---|---|---|\n"),
             "{t}"
         );
-        assert!(t.contains("| a | 0 | 3 | 25.0 | 50.0 | 50.0 |"), "{t}");
         assert!(
-            t.contains("| **Avg** (OOD / ID) | | | 50.0 | 75.0 | 62.5 |"),
+            t.contains("| a | 0 | 3 | 25.0 | 50.0 | 50.0 | 90.0 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| **Avg** (OOD / ID) | | | 50.0 | 75.0 | 62.5 | 90.0 |"),
             "{t}"
         );
     }

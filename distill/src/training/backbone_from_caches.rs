@@ -106,9 +106,23 @@ fn model_weights(
     Ok((files.weights, files.config))
 }
 
-/// The parameters selected by the finished Align run in `dir` (the SWAD average when it has one), checked
-/// to come from the same caches.
-pub fn align_model(dir: &Path, cache: &Path, student_cache: &Path) -> Result<(PathBuf, Tensors)> {
+/// The Align projection adip-distill starts from.
+pub struct AlignModel {
+    pub path: PathBuf,
+    /// The Align step it was saved at (absent from files written before vl2v recorded it).
+    pub step: Option<u64>,
+    pub tensors: Tensors,
+}
+
+/// The projection of the finished Align run in `dir`, which must have been trained on the same caches:
+/// its model.safetensors, as the official code loads `TE<k>_best.pth` (the latest evaluation at a step ≥
+/// `model_save` that ties the best train_out), or with `swad` its SWAD-averaged model_swad.safetensors.
+pub fn align_model(
+    dir: &Path,
+    cache: &Path,
+    student_cache: &Path,
+    swad: bool,
+) -> Result<AlignModel> {
     let hint =
         "run `distill run --algorithm adip-align` with the same --cache, --student-cache, --out, \
                 --seed and --trial-seed first";
@@ -131,11 +145,31 @@ pub fn align_model(dir: &Path, cache: &Path, student_cache: &Path) -> Result<(Pa
         "the Align run {} was trained on other caches than --cache/--student-cache: {hint}",
         dir.display()
     );
-    let path = if dir.join(MODEL_SWAD).is_file() {
-        dir.join(MODEL_SWAD)
-    } else {
-        dir.join(MODEL)
-    };
-    let (tensors, _) = run_dir::load_tensors(&path)?;
-    Ok((path, tensors))
+    let path = dir.join(if swad { MODEL_SWAD } else { MODEL });
+    if !path.is_file() {
+        if swad {
+            bail!(
+                "the Align run {} has no SWAD model ({MODEL_SWAD}): run it with --swad, or pass \
+                 --align-model official",
+                dir.display()
+            );
+        }
+        let model_save = args.get("model_save").and_then(|v| v.as_u64()).unwrap_or(0);
+        bail!(
+            "the Align run {} saved no {MODEL}: no evaluation at a step ≥ its --model-save {model_save} \
+             tied its best train_out (the official code would have no TE<k>_best.pth either); rerun \
+             Align with a smaller --model-save",
+            dir.display()
+        );
+    }
+    let (tensors, meta) = run_dir::load_tensors(&path)?;
+    let step = meta
+        .as_ref()
+        .and_then(|m| m.get("step"))
+        .and_then(|s| s.as_u64());
+    Ok(AlignModel {
+        path,
+        step,
+        tensors,
+    })
 }

@@ -1,7 +1,8 @@
 //! A run directory, `<out>/<dataset>/<algorithm>/<test-domain>/seed<k>[-trial<t>]/`:
 //!
 //! - `results.jsonl`: one JSON object per evaluation (keys sorted, DomainBed-compatible);
-//! - `model.safetensors`: the parameters at the selected evaluation (first maximum of `train_out`);
+//! - `model.safetensors`: the parameters the official code keeps as `TE<k>_best.pth` (the latest evaluation
+//!   at a step ≥ `model_save` whose `train_out` ties the best so far), its step in the metadata;
 //! - `checkpoint.safetensors`: parameters, Adam moments and a `meta` tensor (UTF-8 JSON: step, Adam step
 //!   count, sampler state, run arguments) written at every evaluation, to resume from;
 //! - `done`: written last; a run with it is skipped.

@@ -57,6 +57,9 @@ pub struct RunConfig {
     pub stop_after: Option<usize>,
     /// Run SWAD with this variant (trainable algorithms only).
     pub swad: Option<SwadVariant>,
+    /// The official `--model_save`: model.safetensors holds the latest evaluation at a step ≥ this whose
+    /// `train_out` equals the best so far (what the official `TE<k>_best.pth` holds).
+    pub model_save: u64,
 }
 
 /// The selected evaluation of a finished run.
@@ -67,12 +70,20 @@ pub struct Selected {
     pub test_in: f64,
     /// `test_in` of the SWAD-averaged model (the `"swad": true` line), if the run used SWAD.
     pub swad_test_in: Option<f64>,
+    /// `train_out` of the SWAD-averaged model: the official "SWAD (inD)".
+    pub swad_train_out: Option<f64>,
 }
 
 impl Selected {
     /// The run's OOD figure: the SWAD model's `test_in` if there is one, else the selected `test_in`.
     pub fn ood(&self) -> f64 {
         self.swad_test_in.unwrap_or(self.test_in)
+    }
+
+    /// The run's ID figure, as the official code reports it: the SWAD model's `train_out` ("SWAD (inD)")
+    /// if there is one, else the selected `train_out`.
+    pub fn id(&self) -> f64 {
+        self.swad_train_out.unwrap_or(self.train_out)
     }
 }
 
@@ -82,13 +93,14 @@ pub fn is_swad_record(record: &Value) -> bool {
 }
 
 /// The selected record of `records` (first maximum of `train_out` among the non-SWAD records), plus the
-/// SWAD line's `test_in` if there is one.
+/// SWAD line's `test_in` and `train_out` if there is one.
 pub fn selected(records: &[(String, Value)]) -> Result<Selected> {
-    let swad_test_in = records
-        .iter()
-        .rev()
-        .find(|(_, r)| is_swad_record(r))
+    let swad = records.iter().rev().find(|(_, r)| is_swad_record(r));
+    let swad_test_in = swad
         .map(|(_, r)| run_dir::record_f64(r, "test_in"))
+        .transpose()?;
+    let swad_train_out = swad
+        .map(|(_, r)| run_dir::record_f64(r, "train_out"))
         .transpose()?;
     let records: Vec<&(String, Value)> =
         records.iter().filter(|(_, r)| !is_swad_record(r)).collect();
@@ -104,6 +116,7 @@ pub fn selected(records: &[(String, Value)]) -> Result<Selected> {
         train_out: train_out[i],
         test_in: run_dir::record_f64(&records[i].1, "test_in")?,
         swad_test_in,
+        swad_train_out,
     })
 }
 
@@ -177,6 +190,13 @@ fn run_on_pool(
         }
     }
     run.bar.finish_and_clear();
+    if !dir.join(MODEL).is_file() {
+        eprintln!(
+            "{}: no evaluation at a step ≥ --model-save {} tied the best train_out, so no {MODEL} \
+             (as the official code would save no TE<k>_best.pth)",
+            config.label, config.model_save
+        );
+    }
     if let Some(swad) = swad {
         run.evaluate_swad(swad, last_step)?;
     }
@@ -200,7 +220,7 @@ struct Run<'r, 'd> {
     data: &'r RunData<'d>,
     config: &'r RunConfig,
     records: Vec<(String, Value)>,
-    /// The best `train_out` so far (its model is model.safetensors).
+    /// The best `train_out` so far.
     best: Option<f64>,
     /// The first step still to run.
     start: usize,
@@ -391,9 +411,13 @@ impl<'r, 'd> Run<'r, 'd> {
         let record = Value::Object(record);
         self.records.push((serde_json::to_string(&record)?, record));
         run_dir::write_results(self.dir, &self.records)?;
-        if self.best.is_none_or(|b| train_out > b) {
-            self.best = Some(train_out);
-            save_tensors(&self.dir.join(MODEL), &self.algorithm.parameters(), None)?;
+        if saved_by_official_rule(&mut self.best, train_out, step as u64, config.model_save) {
+            let meta = json!({"step": step});
+            save_tensors(
+                &self.dir.join(MODEL),
+                &self.algorithm.parameters(),
+                Some(&meta),
+            )?;
         }
         if let (Some(sampler), false) = (sampler, swad_running) {
             let (tensors, adam_t) = self.algorithm.state();
@@ -454,6 +478,20 @@ impl<'r, 'd> Run<'r, 'd> {
         run_dir::write_results(self.dir, &self.records)?;
         save_tensors(&self.dir.join(MODEL_SWAD), &named, None)
     }
+}
+
+/// The official model-saving rule (trainer.py, "Model saving"): the evaluation at `step` is saved when its
+/// `train_out` equals the best of every evaluation so far, itself included, and `step ≥ model_save`, so the
+/// file ends up holding the latest such evaluation. `best` (the best before this one) is updated.
+fn saved_by_official_rule(
+    best: &mut Option<f64>,
+    train_out: f64,
+    step: u64,
+    model_save: u64,
+) -> bool {
+    let new_best = best.map_or(train_out, |b| b.max(train_out));
+    *best = Some(new_best);
+    train_out == new_best && step >= model_save
 }
 
 /// The evaluation part of a results.jsonl record at `step` (args, hparams, step, per-split accuracies,

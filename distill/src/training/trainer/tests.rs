@@ -107,6 +107,7 @@ fn config(steps: usize) -> RunConfig {
         label: "test".into(),
         stop_after: None,
         swad: None,
+        model_save: 0,
     }
 }
 
@@ -357,4 +358,44 @@ fn swad_stops_training_on_a_dead_valley() {
     // The stop is the last training record; the SWAD line follows it.
     assert_eq!(&records[records.len() - 2].1, &stopped[0].1);
     assert_eq!(run_dir::record_step(last).unwrap(), step);
+}
+
+/// The step whose model the official rule leaves in the file after evaluations `(step, train_out)`.
+fn last_saved(evaluations: &[(u64, f64)], model_save: u64) -> Option<u64> {
+    let mut best = None;
+    let mut saved = None;
+    for &(step, train_out) in evaluations {
+        if saved_by_official_rule(&mut best, train_out, step, model_save) {
+            saved = Some(step);
+        }
+    }
+    saved
+}
+
+/// By hand from trainer.py: `argmax(train_out).train_out == records[-1].train_out and step >= model_save`.
+#[test]
+fn the_official_rule_keeps_the_latest_tie_of_the_best_from_model_save_on() {
+    let evals = [
+        (0, 0.5),
+        (100, 0.7),
+        (200, 0.7),
+        (300, 0.6),
+        (400, 0.7),
+        (500, 0.65),
+    ];
+    // Every tie of the best 0.7 is saved in turn; the latest (400) stays, not the first (100).
+    assert_eq!(last_saved(&evals, 0), Some(400));
+    assert_eq!(last_saved(&evals, 300), Some(400));
+    // Before model_save nothing is saved, even the best.
+    assert_eq!(last_saved(&evals, 450), None);
+    // A later, better evaluation replaces it; a worse one never does.
+    assert_eq!(
+        last_saved(&[(0, 0.5), (100, 0.8), (200, 0.9)], 100),
+        Some(200)
+    );
+    assert_eq!(last_saved(&[(0, 0.9), (100, 0.5), (200, 0.6)], 100), None);
+    assert_eq!(
+        last_saved(&[(0, 0.9), (100, 0.5), (200, 0.9)], 100),
+        Some(200)
+    );
 }
