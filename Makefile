@@ -6,8 +6,13 @@ CARGO ?= cargo
 
 .PHONY: build test data embed distill demo lab-models lint bench fixtures clean-cache
 
+# The cuda feature where a CUDA toolkit is found (nvcc on PATH, or CUDA_HOME), or with CUDA=1; CUDA=0 builds
+# for the CPU only. Every command's --device auto then takes GPU 0 when one answers.
+CUDA ?= $(if $(or $(shell command -v nvcc 2>/dev/null),$(CUDA_HOME)),1,0)
+CUDA_FEATURES = $(if $(filter 1,$(CUDA)),--features vl2v-shared/cuda,)
 build:
-	$(CARGO) build --release --bins
+	@echo "make build: $(if $(filter 1,$(CUDA)),with CUDA (the cuda feature; CUDA=0 for CPU only),for the CPU (no nvcc on PATH and no CUDA_HOME; CUDA=1 forces the cuda feature))" >&2
+	$(CARGO) build --release --bins $(CUDA_FEATURES)
 
 # The test command CI runs. Binaries are built first: the end-to-end tests run them.
 test:

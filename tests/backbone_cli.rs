@@ -116,6 +116,8 @@ fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
         ] {
             assert!(r[key].as_f64().is_some_and(f64::is_finite), "{key}: {r}");
         }
+        // --device auto: a build without CUDA trains on the CPU, and says so in every record.
+        assert_eq!(r["device"], "cpu", "{r}");
         assert!(r["args"]["align_model"]
             .as_str()
             .unwrap()

@@ -90,8 +90,9 @@ pub struct Args {
     )]
     pub batch_size: usize,
 
-    /// cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA device 0 when the build has CUDA and a device answers, else the CPU), cpu, cuda or
+    /// cuda:N (CUDA needs a build with the `cuda` feature: `make build` enables it where a toolkit is found).
+    #[arg(long, default_value = "auto")]
     pub device: String,
 
     /// Embed only shard I of N (0-based, 0 <= I < N, e.g. 2/8): a deterministic 1/N of the parts, so

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use vl2v::cache::EmbeddingDtype;
 use vl2v::dataset::{discover, lookup, Dataset};
 use vl2v::image::Preprocess;
-use vl2v::model::{device, resolve, weights_sha256, ClipTeacher, ModelFiles, Needs};
+use vl2v::model::{device, device_name, resolve, weights_sha256, ClipTeacher, ModelFiles, Needs};
 use vl2v::prompts::{read_templates, template_set};
 
 use crate::args::{Args, EncoderKind};
@@ -118,6 +118,11 @@ fn prepare(args: &Args) -> Result<Job> {
     let files = resolve(&args.model, args.revision.as_deref(), needs)?;
     let weights_sha256 = weights_sha256(&files.weights)?;
     let device = device(&args.device)?;
+    eprintln!(
+        "device: {} (--device {})",
+        device_name(&device),
+        args.device
+    );
     let encoder = match args.encoder {
         EncoderKind::Teacher => Encoder::Teacher(Box::new(ClipTeacher::load(&files, &device)?)),
         EncoderKind::Student => {

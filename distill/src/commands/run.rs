@@ -113,8 +113,10 @@ pub struct Args {
     #[arg(long)]
     pub data_root: Option<PathBuf>,
 
-    /// Backbone algorithms: cpu, or cuda (builds with the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
+    /// Backbone algorithms: auto (CUDA device 0 when the build has CUDA and a device answers, else the
+    /// CPU), cpu, cuda or cuda:N (CUDA needs a build with the `cuda` feature: `make build` enables it where
+    /// a toolkit is found). The device used is printed and recorded in every results.jsonl line.
+    #[arg(long, default_value = "auto")]
     pub device: String,
 
     /// Seeds parameter initialisation and minibatch sampling.
@@ -347,6 +349,11 @@ impl<'a> Experiment<'a> {
         });
         let backbone = if entry.trains_backbone() {
             let device = vl2v::model::device(&args.device)?;
+            eprintln!(
+                "device: {} (--device {})",
+                vl2v::model::device_name(&device),
+                args.device
+            );
             Some(backbone_setup(
                 entry.input,
                 m,
@@ -432,6 +439,10 @@ impl<'a> Experiment<'a> {
             stop_after: args.stop_after,
             swad: self.swad,
             model_save: self.model_save,
+            device: self
+                .backbone
+                .as_ref()
+                .map(|b| vl2v::model::device_name(&b.device)),
         };
         let data = RunData {
             labels: self.teacher.images.labels(),

@@ -60,6 +60,9 @@ pub struct RunConfig {
     /// The official `--model_save`: model.safetensors holds the latest evaluation at a step ≥ this whose
     /// `train_out` equals the best so far (what the official `TE<k>_best.pth` holds).
     pub model_save: u64,
+    /// The device a backbone trains on, recorded in every record (not in `args`: a run may resume on
+    /// another device).
+    pub device: Option<String>,
 }
 
 /// The selected evaluation of a finished run.
@@ -507,6 +510,9 @@ fn eval_record(
     record.insert("args".into(), config.args.clone());
     record.insert("hparams".into(), algorithm.hparams());
     record.insert("step".into(), json!(step));
+    if let Some(device) = &config.device {
+        record.insert("device".into(), json!(device));
+    }
     let (mut train_out, mut loss, mut n_train) = (0.0, 0.0, 0usize);
     for (set, r) in data.eval.iter().zip(&results) {
         record.insert(set.key.clone(), json!(r.acc));
