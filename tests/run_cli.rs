@@ -197,8 +197,12 @@ fn zeroshot_erm_lp_and_errors() {
     );
     assert!(ok, "{stderr}");
     let recs = records(&out.join("toy/erm-lp/art/seed3-trial1"));
-    assert_eq!(recs.len(), 3, "steps 0, 2, 3");
+    // --steps 4 --checkpoint-freq 2 is the official n_steps (4 // 2) * 2 + 1 = 5: steps 0..=4.
+    let steps: Vec<u64> = recs.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 2, 4]);
+    assert_eq!(recs[0]["args"]["steps"], 5);
     assert_eq!(recs[0]["args"]["trial_seed"], 1);
+    assert_eq!(recs[0]["args"]["views"], 2, "every cached view by default");
     assert_eq!(recs[0]["hparams"]["lr"], 5e-5);
 
     let fail = |args: &[&str], teacher: &Path| {
@@ -221,6 +225,11 @@ fn zeroshot_erm_lp_and_errors() {
     );
     let err = fail(&["--algorithm", "adip-align"], &c.teacher);
     assert!(err.contains("--student-cache"), "{err}");
+    let err = fail(&["--algorithm", "zeroshot", "--views", "3"], &c.teacher);
+    assert!(
+        err.contains("--views 3") && err.contains("holds 2 augmented views"),
+        "{err}"
+    );
 
     // A "student" cache of a dataset that lacks one image, and one with another view count.
     let partial_root = work.path().join("partial");

@@ -172,6 +172,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = AlignModel::Official)]
     pub align_model: AlignModel,
 
+    /// Train on the first K augmented views of each image only (views 1..=K; 0: the evaluation view alone),
+    /// from a cache that holds more: what fewer cached views would have given, without a new cache
+    /// [default: every view the cache holds].
+    #[arg(long, value_name = "K")]
+    pub views: Option<usize>,
+
     /// Testing aid: fail right after the evaluation of this step, as if the run had been killed.
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -317,6 +323,14 @@ impl<'a> Experiment<'a> {
             checkpoint_freq,
         );
         let views = m.views.count as usize + 1;
+        if let Some(k) = args.views {
+            ensure!(
+                k < views,
+                "--views {k}: {} holds {} augmented views per image",
+                args.cache.display(),
+                views - 1
+            );
+        }
         let paths = teacher.images.paths();
         let teacher_views = ViewTable::load(&args.cache, m, paths, views, "teacher")?;
         let student_manifest = match (&args.student_cache, entry.needs_student()) {
@@ -439,6 +453,7 @@ impl<'a> Experiment<'a> {
             stop_after: args.stop_after,
             swad: self.swad,
             model_save: self.model_save,
+            views: args.views.map(|k| k + 1),
             device: self
                 .backbone
                 .as_ref()
@@ -530,6 +545,7 @@ impl<'a> Experiment<'a> {
                 "checkpoint_freq": self.checkpoint_freq,
                 "holdout_fraction": args.holdout_fraction,
                 "model_save": self.model_save,
+                "views": args.views.unwrap_or(m.views.count as usize),
                 "cache": args.cache,
                 "student_cache": args.student_cache,
         });

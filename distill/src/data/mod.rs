@@ -59,7 +59,8 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// `pools`: the in-split images of each training domain; `views`: views per image including view 0.
+    /// `pools`: the in-split images of each training domain; `views`: the views drawn from, view 0 included
+    /// (the first `views - 1` augmented views of a cache that may hold more).
     pub fn new(pools: Vec<Vec<usize>>, batch_size: usize, views: usize, seed: u64) -> Result<Self> {
         ensure!(batch_size > 0, "the batch size must be at least 1");
         ensure!(
@@ -136,6 +137,26 @@ mod tests {
         let mut e = Sampler::new(pools, 4, 3, 0).unwrap();
         e.rng = SplitMix64 { state: saved };
         assert_eq!(draw(&mut e, 30), seq[20 * 8..]);
+    }
+
+    /// `distill run --views K` on a cache of more views: exactly the views 1..=K are drawn (view 0 alone
+    /// for K = 0).
+    #[test]
+    fn a_k_view_subset_draws_exactly_the_first_k_views() {
+        let pools = vec![(0..20).collect::<Vec<_>>()];
+        for k in [0usize, 1, 3, 7] {
+            let mut sampler = Sampler::new(pools.clone(), 16, k + 1, 3).unwrap();
+            let drawn: std::collections::BTreeSet<usize> = draw(&mut sampler, 100)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            let want: std::collections::BTreeSet<usize> = if k == 0 {
+                [0].into()
+            } else {
+                (1..=k).collect()
+            };
+            assert_eq!(drawn, want, "K = {k}");
+        }
     }
 
     #[test]

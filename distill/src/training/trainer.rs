@@ -60,6 +60,8 @@ pub struct RunConfig {
     /// The official `--model_save`: model.safetensors holds the latest evaluation at a step ≥ this whose
     /// `train_out` equals the best so far (what the official `TE<k>_best.pth` holds).
     pub model_save: u64,
+    /// Draw from the first `views` views of each image (view 0 included) instead of all the cache holds.
+    pub views: Option<usize>,
     /// The device a backbone trains on, recorded in every record (not in `args`: a run may resume on
     /// another device).
     pub device: Option<String>,
@@ -159,7 +161,7 @@ fn run_on_pool(
         Some(Sampler::new(
             data.pools.clone(),
             algorithm.batch_size(),
-            data.teacher.views(),
+            config.views.unwrap_or(data.teacher.views()),
             config.seed,
         )?)
     } else {

@@ -108,6 +108,7 @@ fn config(steps: usize) -> RunConfig {
         stop_after: None,
         swad: None,
         model_save: 0,
+        views: None,
         device: None,
     }
 }
