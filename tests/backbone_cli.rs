@@ -24,32 +24,45 @@ fn tensor_names(path: &Path) -> Vec<String> {
     names
 }
 
-#[test]
-fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("toy");
-    write_dataset(&root, &DOMAINS, &CLASSES, 5, (40, 32));
+/// A toy dataset of `per_class` images per (domain, class) under `tmp`, its tiny-CLIP teacher cache and
+/// the cache of student `arch` (weights `weights` from the fixtures) on the same `views` views.
+fn teacher_and_student(
+    tmp: &Path,
+    per_class: usize,
+    views: &str,
+    arch: &str,
+    weights: &Path,
+) -> (PathBuf, PathBuf) {
+    let root = tmp.join("toy");
+    write_dataset(&root, &DOMAINS, &CLASSES, per_class, (40, 32));
     let clip = tiny_clip();
     let teacher = cache_dir_of(&mut embed(
         &root,
-        &tmp.path().join("teacher"),
-        &["--views", "2", "--model", clip.to_str().unwrap()],
+        &tmp.join("teacher"),
+        &["--views", views, "--model", clip.to_str().unwrap()],
     ));
-    let weights = fixtures().join("students/resnet_basic.safetensors");
     let student = cache_dir_of(&mut embed(
         &root,
-        &tmp.path().join("student"),
+        &tmp.join("student"),
         &[
             "--views",
-            "2",
+            views,
             "--encoder",
             "student",
             "--student",
-            "test-resnet-basic",
+            arch,
             "--model",
             weights.to_str().unwrap(),
         ],
     ));
+    (teacher, student)
+}
+
+#[test]
+fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 5, "2", "test-resnet-basic", &weights);
     let out = tmp.path().join("runs");
     let (t, s, o) = (
         teacher.to_str().unwrap(),
@@ -271,29 +284,8 @@ fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
 #[test]
 fn a_deit_student_cache_aligns_and_distills() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("toy");
-    write_dataset(&root, &DOMAINS, &CLASSES, 3, (40, 32));
-    let clip = tiny_clip();
-    let teacher = cache_dir_of(&mut embed(
-        &root,
-        &tmp.path().join("teacher"),
-        &["--views", "1", "--model", clip.to_str().unwrap()],
-    ));
     let weights = fixtures().join("students/deit.safetensors");
-    let student = cache_dir_of(&mut embed(
-        &root,
-        &tmp.path().join("student"),
-        &[
-            "--views",
-            "1",
-            "--encoder",
-            "student",
-            "--student",
-            "test-deit",
-            "--model",
-            weights.to_str().unwrap(),
-        ],
-    ));
+    let (teacher, student) = teacher_and_student(tmp.path(), 3, "1", "test-deit", &weights);
     let manifest = vl2v::cache::Manifest::read(&student).unwrap();
     assert_eq!(
         manifest.encoder.architecture,
