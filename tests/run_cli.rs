@@ -344,7 +344,7 @@ fn sweep_runs_a_tagged_grid_and_reports_each_configuration() {
     let c = caches();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("sweep");
-    let (o, _, stderr) = run(Command::new(bin("distill"))
+    let (o, stdout, stderr) = run(Command::new(bin("distill"))
         .arg("sweep")
         .arg("--cache")
         .arg(&c.teacher)
@@ -375,8 +375,29 @@ fn sweep_runs_a_tagged_grid_and_reports_each_configuration() {
             assert_eq!(r["hparams"]["lambda"].to_string(), lambda);
             assert_eq!(r["args"]["trial_seed"], trial);
             assert_eq!(r["args"]["tag"], format!("lambda{lambda}"));
+            // Each λ its own DomainBed hparams_seed: its index in --lambda.
+            assert_eq!(r["args"]["hparams_seed"], u64::from(lambda == "0.8"));
         }
     }
+    // DomainBed's hyper-parameter selection, recomputed here from the records: per held-out domain and
+    // trial seed, the λ whose best train_out is higher (0.2 on a tie, listed first).
+    let best_train_out = |lambda: &str, domain: &str, leaf: &str| {
+        let dir = out.join(format!("toy/adip-align@lambda{lambda}/{domain}/{leaf}"));
+        records(&dir)
+            .iter()
+            .map(|r| r["train_out"].as_f64().unwrap())
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    for domain in ["art", "photo", "sketch"] {
+        for (trial, leaf) in [(0, "seed0"), (1, "seed0-trial1")] {
+            let low = best_train_out("0.2", domain, leaf);
+            let high = best_train_out("0.8", domain, leaf);
+            let winner = if high > low { "0.8" } else { "0.2" };
+            let line = format!("| {domain} | {trial} | 0 | adip-align@lambda{winner} |");
+            assert!(stdout.contains(&line), "{line} in\n{stdout}");
+        }
+    }
+    assert!(stdout.contains("Avg-OOD"), "{stdout}");
     let report = fs::read_to_string(out.join("toy/report.md")).unwrap();
     assert!(report.contains("| adip-align@lambda0.2 |"), "{report}");
     assert!(report.contains("| adip-align@lambda0.8 |"), "{report}");

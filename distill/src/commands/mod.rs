@@ -1,6 +1,7 @@
 //! The subcommands: each owns its command-line arguments and drives the library modules beside it.
 
 pub mod analyze;
+pub mod hparam_selection;
 pub mod report;
 pub mod run;
 pub mod splits;

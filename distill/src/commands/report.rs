@@ -54,14 +54,15 @@ pub struct Args {
 
 /// One finished run, reduced to what the report needs.
 #[derive(Clone, Debug, PartialEq)]
-struct RunResult {
-    algorithm: String,
+pub struct RunResult {
+    /// The run's folder under the dataset: `<algorithm>[@<tag>]`.
+    pub algorithm: String,
     /// `args.test_envs[0]`: the held-out domain's index (column order).
-    env: u64,
-    domain: String,
+    pub env: u64,
+    pub domain: String,
     /// The replicate: (trial seed, seed).
-    replicate: (i64, u64),
-    selected: Selected,
+    pub replicate: (i64, u64),
+    pub selected: Selected,
 }
 
 const MISSING: &str = "–";
@@ -79,14 +80,7 @@ pub fn run(args: &Args) -> Result<()> {
         if args.dataset.as_ref().is_some_and(|d| *d != name) {
             continue;
         }
-        let mut results = Vec::new();
-        for run_dir in run_dirs(&dataset_dir)? {
-            if !run_dir.join(run_dir::DONE).exists() {
-                eprintln!("skipped (unfinished): {}", run_dir.display());
-                continue;
-            }
-            results.push(read_run(&run_dir).with_context(|| format!("run {}", run_dir.display()))?);
-        }
+        let results = finished_runs(&dataset_dir)?;
         if !results.is_empty() {
             datasets.push((name, dataset_dir, results));
         }
@@ -117,6 +111,19 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// Every finished run of a dataset's folder (`<runs>/<dataset>`); unfinished ones are named on stderr.
+pub fn finished_runs(dataset_dir: &Path) -> Result<Vec<RunResult>> {
+    let mut results = Vec::new();
+    for run_dir in run_dirs(dataset_dir)? {
+        if !run_dir.join(run_dir::DONE).exists() {
+            eprintln!("skipped (unfinished): {}", run_dir.display());
+            continue;
+        }
+        results.push(read_run(&run_dir).with_context(|| format!("run {}", run_dir.display()))?);
+    }
+    Ok(results)
 }
 
 /// The subdirectories of `dir`, sorted by name.

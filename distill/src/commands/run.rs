@@ -172,6 +172,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = AlignModel::Official)]
     pub align_model: AlignModel,
 
+    /// DomainBed's hparams_seed, recorded in args (it names a hyper-parameter configuration to DomainBed's
+    /// model selection; `distill sweep` gives each λ its own).
+    #[arg(long, default_value_t = 0)]
+    pub hparams_seed: u64,
+
     /// Train on the first K augmented views of each image only (views 1..=K; 0: the evaluation view alone),
     /// from a cache that holds more: what fewer cached views would have given, without a new cache
     /// [default: every view the cache holds].
@@ -540,6 +545,7 @@ impl<'a> Experiment<'a> {
                 "test_domain": m.dataset.domains[test],
                 "trial_seed": args.trial_seed,
                 "seed": args.seed,
+                "hparams_seed": args.hparams_seed,
                 "hparams": hparams,
                 "steps": self.steps,
                 "checkpoint_freq": self.checkpoint_freq,

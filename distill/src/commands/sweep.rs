@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::commands::run;
+use crate::commands::{hparam_selection, report, run};
 use crate::data::cache_tables::open_manifest;
 
 const AFTER_HELP: &str = "\
@@ -25,7 +25,10 @@ time:
 Each (λ, trial seed, seed) is one `distill run --test-domain all` with `--tag lambda<λ>` (its runs go to
 <out>/<dataset>/<algorithm>@lambda<λ>/…, one row per λ in the report) and RAYON_NUM_THREADS =
 CANDLE_NUM_THREADS = cores / jobs. Its stderr goes to <out>/<dataset>/sweep-logs/. Arguments after `--` are
-passed to every run (e.g. -- --steps 2000 --swad). When all are done the report of the dataset is printed.";
+passed to every run (e.g. -- --steps 2000 --swad). When all are done the report of the dataset is printed,
+then, for several λ, DomainBed's hyper-parameter selection: per held-out domain and replicate the λ whose
+selected evaluation has the best training-domain validation accuracy, and the held-out accuracy it gives.
+Each λ runs with its own --hparams-seed (its index), so DomainBed's own tools tell them apart too.";
 
 /// Run a grid of `distill run`s (λ × trial seed × seed) from the same caches, several at once.
 #[derive(Debug, clap::Args)]
@@ -109,7 +112,7 @@ pub fn run(args: &Args) -> Result<()> {
         args.lambda.iter().map(|l| Some(l.as_str())).collect()
     };
     let mut jobs = Vec::new();
-    for &lambda in &lambdas {
+    for (hparams_seed, &lambda) in lambdas.iter().enumerate() {
         for &trial in &args.trial_seeds {
             for &seed in &args.seeds {
                 let mut a: Vec<String> = vec![
@@ -124,6 +127,10 @@ pub fn run(args: &Args) -> Result<()> {
                     seed.to_string(),
                     "--out".into(),
                     args.out.display().to_string(),
+                    // Each configuration its own DomainBed hparams_seed, so that DomainBed's own
+                    // hyper-parameter selection tells them apart.
+                    "--hparams-seed".into(),
+                    hparams_seed.to_string(),
                 ];
                 if let Some(s) = &args.student_cache {
                     a.extend(["--student-cache".into(), s.display().to_string()]);
@@ -223,7 +230,19 @@ pub fn run(args: &Args) -> Result<()> {
     crate::commands::report::run(&crate::commands::report::Args {
         runs: args.out.clone(),
         dataset: Some(manifest.dataset.name.clone()),
-    })
+    })?;
+    if lambdas.len() > 1 {
+        let configurations: Vec<String> = lambdas
+            .iter()
+            .flatten()
+            .map(|l| run::folder(&args.algorithm, Some(&format!("lambda{l}"))))
+            .collect();
+        let runs = report::finished_runs(&args.out.join(&manifest.dataset.name))?;
+        let choices = hparam_selection::select(&runs, &configurations);
+        let title = format!("{} — {} λ", manifest.dataset.name, args.algorithm);
+        print!("\n{}", hparam_selection::markdown(&title, &choices));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
