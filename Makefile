@@ -4,7 +4,7 @@ MODEL ?= openai/clip-vit-base-patch16
 EMBED_FLAGS ?=
 CARGO ?= cargo
 
-.PHONY: build test data embed distill demo lab-models lint bench fixtures clean-cache
+.PHONY: build test data embed distill demo lab-models lint bench fixtures clean-cache interop
 
 # The cuda feature where a CUDA toolkit is found (nvcc on PATH, or CUDA_HOME), or with CUDA=1; CUDA=0 builds
 # for the CPU only. Every command's --device auto then takes GPU 0 when one answers.
@@ -84,3 +84,9 @@ fixtures:
 	python3 tests/fixtures/splits/make_splits.py
 	python3 tests/fixtures/make_pillow_fixtures.py
 	python3 tests/fixtures/make_view_fixture.py
+
+# Open every kind of cache embed writes (tiny CLIP f32/f16 with views and texts, students) with the pinned
+# pyarrow, polars and DuckDB of tests/interop/requirements.txt (a venv in target/; needs PyPI the first
+# time; never run in CI).
+interop:
+	CARGO="$(CARGO)" bash tests/interop/run_interop.sh

@@ -85,7 +85,7 @@ pub fn write_image_part(
     let batches = rows
         .chunks(BATCH_ROWS)
         .map(|chunk| image_batch(dim, dtype, chunk));
-    write_parquet(path, schema, batches, metadata)
+    write_parquet(path, schema, dtype, batches, metadata)
 }
 
 fn image_batch(

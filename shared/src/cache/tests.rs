@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use parquet::basic::Encoding;
+use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use super::*;
@@ -156,30 +156,114 @@ fn footer_holds_counts_and_skipped_files() {
     assert!(read_image_rows(&empty).unwrap().is_empty());
 }
 
+/// Every column chunk of `path`: (leaf path, physical type, encodings listed in the footer).
+fn column_encodings(path: &Path) -> Vec<(String, PhysicalType, Vec<Encoding>)> {
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let metadata = reader.metadata();
+    assert!(metadata.num_row_groups() > 0, "{}", path.display());
+    metadata
+        .row_groups()
+        .iter()
+        .flat_map(|group| group.columns())
+        .map(|c| {
+            let encodings = c.encodings().collect();
+            (c.column_path().string(), c.column_type(), encodings)
+        })
+        .collect()
+}
+
+/// Whether every reader the README lists (pyarrow, polars, DuckDB) decodes `encoding` on a column of
+/// physical type `physical`, from their documented support rather than from our writer: PLAIN, the
+/// dictionary encodings (PLAIN_DICTIONARY, RLE_DICTIONARY) and RLE (levels, booleans) are read by all;
+/// BYTE_STREAM_SPLIT only on FLOAT and DOUBLE, the types it was defined for before Parquet 2.11 extended it
+/// to INT32, INT64 and FIXED_LEN_BYTE_ARRAY: DuckDB (2.0 too) rejects it on FIXED_LEN_BYTE_ARRAY, and an
+/// f16 is a 2-byte one; polars added FLOAT and DOUBLE first (pola-rs/polars#17099, #21803). Anything else
+/// is refused: the cache needs nothing more, and the rarer encodings are where readers differ.
+fn readable_everywhere(physical: PhysicalType, encoding: Encoding) -> bool {
+    match encoding {
+        Encoding::PLAIN | Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY | Encoding::RLE => {
+            true
+        }
+        Encoding::BYTE_STREAM_SPLIT => {
+            matches!(physical, PhysicalType::FLOAT | PhysicalType::DOUBLE)
+        }
+        _ => false,
+    }
+}
+
 #[test]
-fn embedding_leaf_is_byte_stream_split_without_dictionary() {
+fn every_column_uses_encodings_every_reader_decodes() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("part.parquet");
-    write_image_part(&path, 8, EmbeddingDtype::F16, &image_rows(1, 3, 1, 8), &[]).unwrap();
-    let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
-    let row_group = reader.metadata().row_group(0);
-    let column = |name: &str| {
-        row_group
-            .columns()
-            .iter()
-            .find(|c| c.column_path().string() == name)
-            .unwrap_or_else(|| panic!("no leaf `{name}`"))
-    };
-    let embedding = column("embedding.list.item");
-    assert_eq!(embedding.column_path(), &schema::embedding_column_path());
-    let encodings: Vec<Encoding> = embedding.encodings().collect();
-    assert!(
-        encodings.contains(&Encoding::BYTE_STREAM_SPLIT),
-        "{encodings:?}"
-    );
-    assert!(embedding.dictionary_page_offset().is_none());
-    assert!(column("path").dictionary_page_offset().is_some());
-    assert!(column("domain").dictionary_page_offset().is_some());
+    let mut rows = image_rows(1, 200, 3, 64);
+    rows.extend(image_rows(2, 200, 3, 64));
+    let texts = [text_row(0, None, 64), text_row(1, Some("sketch"), 64)];
+    let mut checked = 0;
+    for dtype in [EmbeddingDtype::F32, EmbeddingDtype::F16] {
+        let part = dir.path().join(format!("part-{dtype}.parquet"));
+        write_image_part(&part, 64, dtype, &rows, &skipped()).unwrap();
+        let texts_path = dir.path().join(format!("texts-{dtype}.parquet"));
+        write_texts(&texts_path, 64, dtype, &texts).unwrap();
+        for path in [&part, &texts_path] {
+            let columns = column_encodings(path);
+            assert!(columns
+                .iter()
+                .any(|(leaf, ..)| leaf == "embedding.list.item"));
+            for (leaf, physical, encodings) in columns {
+                for encoding in encodings {
+                    assert!(
+                        readable_everywhere(physical, encoding),
+                        "{}: column `{leaf}` ({physical}) uses {encoding}, which not every reader decodes",
+                        path.display()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0);
+}
+
+#[test]
+fn embedding_values_have_no_dictionary_and_byte_split_only_as_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dtype, physical, encoding) in [
+        (
+            EmbeddingDtype::F32,
+            PhysicalType::FLOAT,
+            Encoding::BYTE_STREAM_SPLIT,
+        ),
+        (
+            EmbeddingDtype::F16,
+            PhysicalType::FIXED_LEN_BYTE_ARRAY,
+            Encoding::PLAIN,
+        ),
+    ] {
+        let path = dir.path().join(format!("part-{dtype}.parquet"));
+        write_image_part(&path, 8, dtype, &image_rows(1, 3, 1, 8), &[]).unwrap();
+        let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let column = |name: &str| {
+            row_group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("no leaf `{name}`"))
+        };
+        let embedding = column("embedding.list.item");
+        assert_eq!(embedding.column_path(), &schema::embedding_column_path());
+        assert_eq!(embedding.column_type(), physical);
+        let encodings: Vec<Encoding> = embedding.encodings().collect();
+        assert!(encodings.contains(&encoding), "{dtype}: {encodings:?}");
+        if dtype == EmbeddingDtype::F16 {
+            assert!(
+                !encodings.contains(&Encoding::BYTE_STREAM_SPLIT),
+                "{encodings:?}"
+            );
+        }
+        assert!(embedding.dictionary_page_offset().is_none());
+        assert!(column("path").dictionary_page_offset().is_some());
+        assert!(column("domain").dictionary_page_offset().is_some());
+    }
 }
 
 #[test]

@@ -59,7 +59,7 @@ pub fn write_texts(
         ];
         RecordBatch::try_new(text_schema(dim, dtype), columns)
     });
-    write_parquet(path, text_schema(dim, dtype), batches, Vec::new())
+    write_parquet(path, text_schema(dim, dtype), dtype, batches, Vec::new())
 }
 
 /// Reads every row of `texts.parquet`; f16 embeddings are widened to f32.
