@@ -16,19 +16,19 @@
 //! order of [`crate::dataset`]'s discovery within a domain). `out` is the validation split of a training
 //! domain; `in` is what is trained on (or, for the test domain, what the reported accuracy is measured on).
 //!
-//! This needs numpy's legacy MT19937 (seeded with `init_genrand`, see [`mt19937`]) and its Fisher–Yates
-//! shuffle with masked rejection sampling, and MD5 ([`md5`]). `tests/fixtures/splits/make_splits.py`
-//! writes the numpy reference values the tests compare against.
+//! This needs MD5 (the `md-5` crate), numpy's legacy MT19937 (the `rand_mt` crate's `Mt`: `np.random.
+//! RandomState(int)` seeds with `init_genrand`, as `Mt::new` does, and draws 64 bits high half first, as
+//! `Mt::next_u64` does) and numpy's Fisher–Yates shuffle with its masked rejection sampling
+//! ([`numpy_interval`], which no crate provides). `tests/fixtures/splits/make_splits.py` writes the numpy
+//! reference values the tests compare against.
 
-pub mod md5;
-pub mod mt19937;
-
-use mt19937::Mt19937;
+use md5::{Digest, Md5};
+use rand_mt::Mt;
 
 /// DomainBed's `seed_hash(*args)` given `str(args)`, the Python repr of the argument tuple, e.g. `"(0, 0)"`
 /// or `"('PACS', 'ERM', [0], 0, 0)"`: the MD5 digest read as a big-endian integer, modulo 2^31.
 pub fn seed_hash(args_repr: &str) -> u32 {
-    let digest = md5::md5(args_repr.as_bytes());
+    let digest = Md5::digest(args_repr.as_bytes());
     // A 128-bit big-endian integer mod 2^31 only depends on its last four bytes.
     u32::from_be_bytes([digest[12], digest[13], digest[14], digest[15]]) & 0x7fff_ffff
 }
@@ -41,10 +41,36 @@ pub fn seed_hash_pair(a: i64, b: i64) -> u32 {
 /// `np.random.RandomState(seed).shuffle(keys)` for a Python list (or 1-d array): Fisher–Yates from the end,
 /// `j = random_interval(i)` for `i = n-1, ..., 1`.
 pub fn numpy_shuffle<T>(keys: &mut [T], seed: u32) {
-    let mut rng = Mt19937::new(seed);
+    let mut rng = Mt::new(seed);
     for i in (1..keys.len()).rev() {
-        let j = rng.interval(i as u64) as usize;
+        let j = numpy_interval(&mut rng, i as u64) as usize;
         keys.swap(i, j);
+    }
+}
+
+/// numpy's `random_interval(max)` (legacy `rk_interval`): uniform in `[0, max]` by masked rejection
+/// sampling, on 32-bit draws when `max` fits in 32 bits and on 64-bit draws otherwise.
+pub fn numpy_interval(rng: &mut Mt, max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let mut mask = max;
+    for shift in [1, 2, 4, 8, 16, 32] {
+        mask |= mask >> shift;
+    }
+    if max <= u64::from(u32::MAX) {
+        loop {
+            let value = u64::from(rng.next_u32()) & mask;
+            if value <= max {
+                return value;
+            }
+        }
+    }
+    loop {
+        let value = rng.next_u64() & mask;
+        if value <= max {
+            return value;
+        }
     }
 }
 
@@ -159,7 +185,7 @@ mod tests {
     #[test]
     fn mt19937_matches_numpy_randomstate() {
         for case in fixture()["mt19937"].as_array().unwrap() {
-            let mut mt = Mt19937::new(u32_of(&case["seed"]));
+            let mut mt = Mt::new(u32_of(&case["seed"]));
             let first: Vec<u32> = (0..8).map(|_| mt.next_u32()).collect();
             let expected: Vec<u32> = case["first"]
                 .as_array()
@@ -263,10 +289,10 @@ mod tests {
     #[test]
     fn interval_uses_64_bit_draws_above_u32() {
         // Not checked against numpy (no environment has 2^32 images); only the branch and the bound.
-        let mut mt = Mt19937::new(1);
+        let mut mt = Mt::new(1);
         for _ in 0..100 {
-            assert!(mt.interval(1 << 40) <= 1 << 40);
+            assert!(numpy_interval(&mut mt, 1 << 40) <= 1 << 40);
         }
-        assert_eq!(Mt19937::new(3).interval(0), 0);
+        assert_eq!(numpy_interval(&mut Mt::new(3), 0), 0);
     }
 }
