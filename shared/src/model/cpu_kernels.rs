@@ -2,7 +2,7 @@
 //! with its bias (and optionally QuickGELU) fused into the GEMM, and softmax/QuickGELU on a vectorised
 //! `exp`. Forward only: the training path composes differentiable candle ops instead (see `layers.rs`).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{gemm, Operand};
@@ -64,7 +64,12 @@ with_avx2!(softmax_row(row: &mut [f32]) {
     }
 });
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 elements of a contiguous CPU storage.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: f32 only");
     };
@@ -72,6 +77,15 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Res
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: contiguous input only"),
     }
+}
+
+/// Calls `f` with the elements of a contiguous f32 CPU tensor (what a custom op's backward pass reads).
+pub(crate) fn tensor_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("a CPU tensor was expected");
+    };
+    f(contiguous_f32(cpu, layout, "tensor")?)
 }
 
 /// QuickGELU, x·σ(1.702x).

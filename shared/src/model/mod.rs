@@ -8,6 +8,7 @@ mod device;
 mod files;
 pub mod gemm;
 pub mod layers;
+mod pool;
 pub mod students;
 mod trainable;
 

@@ -2,16 +2,16 @@
 //! frozen BatchNorm, under torchvision's weight names (`conv1`, `bn1`, `layer1.0.conv1`, …,
 //! `layer2.0.downsample.0/1`), so its ImageNet checkpoints load as they are.
 //!
-//! Two paths: `train` builds the function from differentiable ops only. candle 0.11's `max_pool2d` has no
-//! backward unless kernel == stride (it bails "backward not supported for maxpool2d if ksize != stride",
-//! upstream #1593), so the stem's 3×3/2 max-pool is a maximum over the 9 shifted strided views of a −∞-padded
-//! input instead. Inference uses candle's pooling kernel, and a model loaded frozen folds each BatchNorm
-//! into the preceding convolution.
+//! Two paths: `train` builds the function from differentiable ops (on CPU, fused ones with their own
+//! backward pass: the stem's 3×3/2 max-pool, `model::pool`, since candle 0.11's `max_pool2d` has no backward
+//! unless kernel == stride, upstream #1593). Inference folds each BatchNorm into the preceding convolution
+//! when the model is loaded frozen.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::batch_norm::{FrozenBatchNorm, BN_EPS};
+pub use crate::model::pool::max_pool_3x3_s2_p1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockKind {
@@ -266,54 +266,6 @@ impl ResNet {
         }
         x.mean((2, 3))
     }
-}
-
-/// Pads the last two dimensions of (batch, channels, h, w) with −∞: `before` rows/columns in front, `after`
-/// behind.
-fn pad_neg_inf(x: &Tensor, before: usize, after: usize) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let fill = |shape: (usize, usize, usize, usize)| {
-        Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())
-    };
-    let x = Tensor::cat(
-        &[fill((b, c, before, w))?, x.clone(), fill((b, c, after, w))?],
-        2,
-    )?;
-    let hp = h + before + after;
-    Tensor::cat(&[fill((b, c, hp, before))?, x, fill((b, c, hp, after))?], 3)
-}
-
-/// torchvision's `MaxPool2d(kernel_size=3, stride=2, padding=1)`.
-pub fn max_pool_3x3_s2_p1(x: &Tensor, train: bool) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    if !train {
-        return pad_neg_inf(x, 1, 1)?.max_pool2d_with_stride(3, 2);
-    }
-    let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
-    // One extra −∞ row/column behind, so that every shifted view of length 2·out fits.
-    let xp = pad_neg_inf(x, 1, 2)?;
-    let wp = w + 3;
-    let mut out: Option<Tensor> = None;
-    for di in 0..3 {
-        // Rows di, di+2, …: take every other row of a 2·ho window.
-        let rows = xp
-            .narrow(2, di, 2 * ho)?
-            .reshape((b, c, ho, 2, wp))?
-            .narrow(3, 0, 1)?
-            .squeeze(3)?;
-        for dj in 0..3 {
-            let view = rows
-                .narrow(3, dj, 2 * wo)?
-                .reshape((b, c, ho, wo, 2))?
-                .narrow(4, 0, 1)?
-                .squeeze(4)?;
-            out = Some(match out {
-                Some(m) => m.maximum(&view)?,
-                None => view,
-            });
-        }
-    }
-    Ok(out.expect("nine views"))
 }
 
 #[cfg(test)]
