@@ -11,6 +11,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::batch_norm::{FrozenBatchNorm, BN_EPS};
+use crate::model::conv::{conv2d_bias_act, Activation};
 pub use crate::model::pool::max_pool_3x3_s2_p1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,24 +99,28 @@ impl ConvBn {
         })
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match (&self.fused, train) {
+    /// `act(bn(conv(x)))`.
+    fn forward(&self, x: &Tensor, train: bool, act: Activation) -> Result<Tensor> {
+        let y = match (&self.fused, train) {
             (Some((w, b)), false) => x
                 .conv2d(w, self.padding, self.stride, 1, 1)?
-                .broadcast_add(b),
-            // Frozen BatchNorm is an affine map: folded into the weights here too (differentiably), so
-            // the activations see one broadcast add instead of a multiply and an add, forward and back.
+                .broadcast_add(b)?,
+            // Frozen BatchNorm is an affine map: folded into the weights here too (differentiably), and
+            // its shift is the convolution's bias, added with the activation in the GEMM's output pass.
             (_, true) => {
                 let (scale, shift) = self.bn.scale_shift()?;
                 let c = scale.dim(0)?;
                 let w = self.weight.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
-                crate::model::conv::conv2d(x, &w, self.stride, self.padding)?
-                    .broadcast_add(&shift.reshape((1, c, 1, 1))?)
+                return conv2d_bias_act(x, &w, &shift, self.stride, self.padding, act);
             }
             (None, false) => {
                 self.bn
-                    .forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)
+                    .forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)?
             }
+        };
+        match act {
+            Activation::Identity => Ok(y),
+            Activation::Relu => y.relu(),
         }
     }
 }
@@ -185,13 +190,15 @@ impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
         for (i, conv) in self.convs.iter().enumerate() {
-            y = conv.forward(&y, train)?;
-            if i + 1 < self.convs.len() {
-                y = y.relu()?;
-            }
+            let act = if i + 1 < self.convs.len() {
+                Activation::Relu
+            } else {
+                Activation::Identity
+            };
+            y = conv.forward(&y, train, act)?;
         }
         let identity = match &self.downsample {
-            Some(ds) => ds.forward(x, train)?,
+            Some(ds) => ds.forward(x, train, Activation::Identity)?,
             None => x.clone(),
         };
         (y + identity)?.relu()
@@ -259,7 +266,7 @@ impl ResNet {
 
     /// (batch, 3, h, w) → globally average-pooled features (batch, dim).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = self.stem.forward(x, train)?.relu()?;
+        let mut x = self.stem.forward(x, train, Activation::Relu)?;
         x = max_pool_3x3_s2_p1(&x, train)?;
         for block in &self.blocks {
             x = block.forward(&x, train)?;

@@ -1,18 +1,29 @@
-//! A differentiable 2-d convolution whose backward pass is two matrix products, for training on CPU.
+//! Differentiable 2-d convolutions for training on CPU, as im2col and matrix products.
 //!
 //! candle 0.11 differentiates `conv2d` with `conv_transpose2d` (input gradient) and a `conv2d` whose kernel
 //! is the output gradient (weight gradient); on CPU both run as direct loops of dot products, which made a
-//! tiny ResNet's training step ~30× slower than its forward pass. Here the convolution is an explicit
-//! `im2col` (a custom op whose backward is `col2im`) followed by a matrix product, which candle
-//! differentiates with its GEMM: `y = cols · Wᵀ`, `dW = dYᵀ · cols`, `dcols = dY · W`, `dx = col2im(dcols)`.
-//! This is how PyTorch's CPU convolution backward works too. On other devices candle's own op is used.
+//! tiny ResNet's training step ~30× slower than its forward pass. Two paths here, both PyTorch's scheme of
+//! an explicit `im2col` and GEMMs (`y = W · cols`, `dW = dY · colsᵀ`, `dcols = Wᵀ · dY`, `dx = col2im(dcols)`):
+//!
+//! - [`conv2d_bias_act`], what ResNet trains with: `act(conv(x, w) + bias)` as one op (`fused.rs`) that
+//!   keeps nothing but its output, recomputing the columns in the backward pass.
+//! - [`conv2d`]: an `im2col` custom op (whose backward is `col2im`) followed by candle's differentiable
+//!   matmul; the fused op's reference in the tests.
+//!
+//! On other devices candle's own ops are used.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+mod fused;
+#[cfg(test)]
+mod tests;
+
+pub use fused::Activation;
+
 /// Geometry of one convolution (square kernel, same stride and padding on both axes, no dilation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
+pub(crate) struct Geometry {
     batch: usize,
     channels: usize,
     h: usize,
@@ -141,23 +152,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
     if !x.device().is_cpu() {
         return x.conv2d(weight, padding, stride, 1, 1);
     }
-    let (batch, channels, h, w) = x.dims4()?;
-    let (c_out, c_in, k, k2) = weight.dims4()?;
-    if c_in != channels || k != k2 {
-        candle_core::bail!(
-            "conv2d: input has {channels} channels, weight {:?}",
-            weight.dims()
-        );
-    }
-    let g = Geometry {
-        batch,
-        channels,
-        h,
-        w,
-        k,
-        stride,
-        padding,
-    };
+    let g = geometry(x, weight, stride, padding)?;
+    let (batch, c_out) = (g.batch, weight.dim(0)?);
     let (ho, wo) = g.out();
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
     let y = cols
@@ -168,90 +164,53 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
         .reshape((batch, c_out, ho, wo))
 }
 
-#[cfg(test)]
-mod tests {
-    use candle_core::{Device, Var};
-
-    use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+/// `act(conv(x, w) + bias)` for `x: [B, C, H, W]`, `weight: [C_out, C, k, k]`, `bias: [C_out]`, as torch's
+/// `act(F.conv2d(x, weight, bias, stride, padding))`; differentiable in all three. One op on CPU (f32),
+/// candle's ops elsewhere.
+pub fn conv2d_bias_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+) -> Result<Tensor> {
+    let g = geometry(x, weight, stride, padding)?;
+    let c_out = weight.dim(0)?;
+    if bias.dims() != [c_out] {
+        candle_core::bail!("conv2d: bias {:?} for {c_out} channels", bias.dims());
     }
-
-    /// Same values and gradients as candle's own conv2d (whose backward is correct, only slow).
-    #[test]
-    fn matches_candle_forward_and_backward() {
-        let dev = Device::Cpu;
-        for (c, h, w, cout, k, stride, padding) in [
-            (3, 9, 7, 4, 3, 1, 1),
-            (3, 11, 10, 5, 7, 2, 3),
-            (4, 8, 8, 6, 1, 2, 0),
-            (2, 6, 5, 3, 3, 2, 1),
-        ] {
-            let x =
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, c, h, w), &dev).unwrap()).unwrap();
-            let wt = Var::from_tensor(&Tensor::randn(0f32, 1.0, (cout, c, k, k), &dev).unwrap())
-                .unwrap();
-            let ours = conv2d(x.as_tensor(), wt.as_tensor(), stride, padding).unwrap();
-            let theirs = x
-                .as_tensor()
-                .conv2d(wt.as_tensor(), padding, stride, 1, 1)
-                .unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_diff(&ours, &theirs) < 1e-4);
-            let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
-            let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-
-            // The input gradient is col2im, the adjoint of im2col: <im2col(x), C> = <x, col2im(C)>.
-            let g = Geometry {
-                batch: 2,
-                channels: c,
-                h,
-                w,
-                k,
-                stride,
-                padding,
-            };
-            let cols = x.as_tensor().apply_op1_no_bwd(&Im2Col(g)).unwrap();
-            let probe = Tensor::randn(0f32, 1.0, cols.dims(), &dev).unwrap();
-            let back = probe.apply_op1_no_bwd(&Col2Im(g)).unwrap();
-            let lhs = (&cols * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let rhs = (x.as_tensor() * &back)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(
-                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
-                "{lhs} vs {rhs}"
-            );
-
-            // candle's own backward fails when the window does not end on the last row or column
-            // (conv_transpose2d without output padding); compare where it works.
-            let Ok(g2) = (&theirs * &r).unwrap().sum_all().unwrap().backward() else {
-                assert!((h + 2 * padding - k) % stride != 0 || (w + 2 * padding - k) % stride != 0);
-                continue;
-            };
-            for v in [&x, &wt] {
-                let (a, b) = (
-                    g1.get(v.as_tensor()).unwrap(),
-                    g2.get(v.as_tensor()).unwrap(),
-                );
-                assert!(max_diff(a, b) < 1e-3, "{:?}", (c, h, w, k, stride));
-            }
-        }
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+    if !(cpu_f32(x) && cpu_f32(weight) && cpu_f32(bias)) {
+        let y =
+            conv2d(x, weight, stride, padding)?.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
+        return match act {
+            Activation::Identity => Ok(y),
+            Activation::Relu => y.relu(),
+        };
     }
+    let op = fused::ConvBiasAct { geometry: g, act };
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
+}
+
+fn geometry(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Geometry> {
+    let (batch, channels, h, w) = x.dims4()?;
+    let (_, c_in, k, k2) = weight.dims4()?;
+    if c_in != channels || k != k2 || stride == 0 || h + 2 * padding < k || w + 2 * padding < k {
+        candle_core::bail!(
+            "conv2d: input {:?}, weight {:?}, stride {stride}, padding {padding}",
+            x.dims(),
+            weight.dims()
+        );
+    }
+    Ok(Geometry {
+        batch,
+        channels,
+        h,
+        w,
+        k,
+        stride,
+        padding,
+    })
 }

@@ -1,0 +1,409 @@
+//! The fused training convolution: `act(conv(x, w) + bias)` as one CPU op with its own backward pass.
+//!
+//! Forward, per chunk of images: `im2col` into a K-major column matrix `colsᵀ [C·k·k, G·L]` (Caffe's and
+//! PyTorch's layout: each row is a contiguous run of output positions, so the copy is a run of row copies),
+//! one GEMM `W · colsᵀ`, and one output pass that adds the bias, applies the activation and writes NCHW.
+//! Nothing but the output is kept: the ReLU's mask is the output's sign, and the columns are recomputed
+//! from the input in the backward pass (the input is alive anyway as the previous layer's output), so the
+//! saved activations are PyTorch's, not `k²` times them.
+//!
+//! Backward, per chunk: one pass masks the output gradient and sums the bias gradient, `dW += g · cols`,
+//! and (when the input needs a gradient: not for the stem's pixels) `dcolsᵀ = Wᵀ · g` scattered back by
+//! `col2im`.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::Geometry;
+use crate::model::cpu_kernels::{contiguous_f32, tensor_f32};
+use crate::model::gemm::{gemm, Operand};
+
+/// What follows the bias add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+}
+
+/// Output positions a chunk's GEMM should cover at least: below this the products get thin and slow.
+const CHUNK_POSITIONS: usize = 3136;
+
+/// Images per chunk: balanced chunks of at least [`CHUNK_POSITIONS`] output positions each.
+fn chunk_images(batch: usize, positions: usize) -> usize {
+    let chunks = (batch * positions)
+        .div_ceil(CHUNK_POSITIONS)
+        .clamp(1, batch.max(1));
+    batch.div_ceil(chunks).max(1)
+}
+
+/// A 1×1 convolution with stride 1 and no padding: its columns are the input itself.
+fn is_pointwise(g: &Geometry) -> bool {
+    g.k == 1 && g.stride == 1 && g.padding == 0
+}
+
+/// For output column `ox` of tap column `j`: the input column is `ox·s + j − p`. The range of `ox` whose
+/// input column lies inside `[0, w)`.
+fn valid_range(out: usize, n: usize, s: usize, tap: usize, p: usize) -> (usize, usize) {
+    // ox·s + tap ≥ p  ⇔  ox ≥ ceil((p − tap) / s)
+    let lo = if tap >= p { 0 } else { (p - tap).div_ceil(s) };
+    // ox·s + tap − p ≤ n − 1  ⇔  ox ≤ (n − 1 + p − tap) / s
+    let hi = if n + p > tap {
+        ((n - 1 + p - tap) / s + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// `colsᵀ` of images `x[0..images]` (each `[C, H, W]`): row `(c, i, j)`, column `img·L + oy·wo + ox`.
+fn im2col_t(g: &Geometry, x: &[f32], images: usize, cols: &mut [f32]) {
+    let (ho, wo) = g.out();
+    let l = ho * wo;
+    let (k, s, p) = (g.k, g.stride, g.padding);
+    let plane = g.h * g.w;
+    let (ox_lo_hi, oy_lo_hi): (Vec<_>, Vec<_>) = (0..k)
+        .map(|t| (valid_range(wo, g.w, s, t, p), valid_range(ho, g.h, s, t, p)))
+        .unzip();
+    cols[..g.row_len() * images * l]
+        .par_chunks_mut(images * l)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (c, i, j) = (r / (k * k), r / k % k, r % k);
+            let (ox_lo, ox_hi) = ox_lo_hi[j];
+            let (oy_lo, oy_hi) = oy_lo_hi[i];
+            for img in 0..images {
+                let src = &x[(img * g.channels + c) * plane..][..plane];
+                let dst = &mut row[img * l..][..l];
+                dst[..oy_lo * wo].fill(0.0);
+                dst[oy_hi * wo..].fill(0.0);
+                for oy in oy_lo..oy_hi {
+                    let y = oy * s + i - p;
+                    let out = &mut dst[oy * wo..][..wo];
+                    out[..ox_lo].fill(0.0);
+                    out[ox_hi..].fill(0.0);
+                    if ox_lo >= ox_hi {
+                        continue;
+                    }
+                    let x0 = ox_lo * s + j - p;
+                    let src_row = &src[y * g.w..][..g.w];
+                    if s == 1 {
+                        out[ox_lo..ox_hi].copy_from_slice(&src_row[x0..x0 + ox_hi - ox_lo]);
+                    } else {
+                        for (o, v) in out[ox_lo..ox_hi]
+                            .iter_mut()
+                            .zip(src_row[x0..].iter().step_by(s))
+                        {
+                            *o = *v;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The adjoint of [`im2col_t`]: adds `colsᵀ` back into `dx[0..images]` (zeroed by the caller).
+fn col2im_t(g: &Geometry, cols: &[f32], images: usize, dx: &mut [f32]) {
+    let (ho, wo) = g.out();
+    let l = ho * wo;
+    let (k, s, p) = (g.k, g.stride, g.padding);
+    let plane = g.h * g.w;
+    let (ox_lo_hi, oy_lo_hi): (Vec<_>, Vec<_>) = (0..k)
+        .map(|t| (valid_range(wo, g.w, s, t, p), valid_range(ho, g.h, s, t, p)))
+        .unzip();
+    let row_len = images * l;
+    // Plane (img, c) is written by rows (c, ·, ·) only: planes run in parallel.
+    dx[..images * g.channels * plane]
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(ic, dst)| {
+            let (img, c) = (ic / g.channels, ic % g.channels);
+            for (i, &(oy_lo, oy_hi)) in oy_lo_hi.iter().enumerate() {
+                for (j, &(ox_lo, ox_hi)) in ox_lo_hi.iter().enumerate() {
+                    if ox_lo >= ox_hi {
+                        continue;
+                    }
+                    let r = (c * k + i) * k + j;
+                    let src = &cols[r * row_len + img * l..][..l];
+                    for oy in oy_lo..oy_hi {
+                        let y = oy * s + i - p;
+                        let x0 = ox_lo * s + j - p;
+                        let from = &src[oy * wo + ox_lo..oy * wo + ox_hi];
+                        let to = &mut dst[y * g.w..][..g.w];
+                        if s == 1 {
+                            for (d, v) in to[x0..x0 + from.len()].iter_mut().zip(from) {
+                                *d += *v;
+                            }
+                        } else {
+                            for (d, v) in to[x0..].iter_mut().step_by(s).zip(from) {
+                                *d += *v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// `act(conv(x, w) + bias)`: x `[B, C, H, W]`, w `[C_out, C, k, k]`, bias `[C_out]`.
+pub(super) struct ConvBiasAct {
+    pub geometry: Geometry,
+    pub act: Activation,
+}
+
+impl ConvBiasAct {
+    fn threads() -> usize {
+        candle_core::utils::get_num_threads()
+    }
+}
+
+impl CustomOp3 for ConvBiasAct {
+    fn name(&self) -> &'static str {
+        "vl2v-conv-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let (x, w, bias) = (
+            contiguous_f32(xs, xl, self.name())?,
+            contiguous_f32(ws, wl, self.name())?,
+            contiguous_f32(bs, bl, self.name())?,
+        );
+        let c_out = bias.len();
+        let kk = g.row_len();
+        if w.len() != c_out * kk || x.len() != g.batch * g.channels * g.h * g.w {
+            candle_core::bail!(
+                "conv: x {:?}, w {:?}, bias {:?}",
+                xl.shape(),
+                wl.shape(),
+                bl.shape()
+            );
+        }
+        let (ho, wo) = g.out();
+        let l = ho * wo;
+        let mut out = vec![0f32; g.batch * c_out * l];
+        let per = chunk_images(g.batch, l);
+        let direct = per == 1 && is_pointwise(&g);
+        let mut cols = vec![0f32; if direct { 0 } else { kk * per * l }];
+        let mut tmp = vec![0f32; if per == 1 { 0 } else { c_out * per * l }];
+        let in_image = g.channels * g.h * g.w;
+        let act = self.act;
+        for b0 in (0..g.batch).step_by(per) {
+            let n = per.min(g.batch - b0);
+            let xb = &x[b0 * in_image..][..n * in_image];
+            let rhs = if direct {
+                xb
+            } else {
+                im2col_t(&g, xb, n, &mut cols);
+                &cols[..kk * n * l]
+            };
+            let dst = if per == 1 {
+                &mut out[b0 * c_out * l..][..c_out * l]
+            } else {
+                &mut tmp[..c_out * n * l]
+            };
+            gemm(
+                dst,
+                n * l,
+                false,
+                (c_out, n * l, kk),
+                Operand {
+                    data: w,
+                    row_stride: kk,
+                    col_stride: 1,
+                },
+                Operand {
+                    data: rhs,
+                    row_stride: n * l,
+                    col_stride: 1,
+                },
+                Self::threads(),
+            );
+            // One pass: bias, activation, and (for several images) the scatter to NCHW.
+            let epilogue = |co: usize, from: &[f32], to: &mut [f32]| {
+                let b = bias[co];
+                match act {
+                    Activation::Identity => to.iter_mut().zip(from).for_each(|(o, v)| *o = v + b),
+                    Activation::Relu => to
+                        .iter_mut()
+                        .zip(from)
+                        .for_each(|(o, v)| *o = (v + b).max(0.0)),
+                }
+            };
+            let out_chunk = &mut out[b0 * c_out * l..][..n * c_out * l];
+            if per == 1 {
+                out_chunk
+                    .par_chunks_mut(l)
+                    .enumerate()
+                    .for_each(|(co, row)| {
+                        let b = bias[co];
+                        match act {
+                            Activation::Identity => row.iter_mut().for_each(|v| *v += b),
+                            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+                        }
+                    });
+            } else {
+                let tmp = &tmp[..c_out * n * l];
+                out_chunk
+                    .par_chunks_mut(l)
+                    .enumerate()
+                    .for_each(|(ic, to)| {
+                        let (img, co) = (ic / c_out, ic % c_out);
+                        epilogue(co, &tmp[co * n * l + img * l..][..l], to);
+                    });
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g.batch, c_out, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.geometry;
+        let grad = grad_res.contiguous()?;
+        let c_out = bias.elem_count();
+        let kk = g.row_len();
+        let (ho, wo) = g.out();
+        let l = ho * wo;
+        let in_image = g.channels * g.h * g.w;
+        let out_image = c_out * l;
+        let want_dx = x.track_op();
+        let per = chunk_images(g.batch, l);
+        let direct = per == 1 && is_pointwise(&g);
+        let mut db = vec![0f32; c_out];
+        let mut dw = vec![0f32; c_out * kk];
+        let mut dx = vec![0f32; if want_dx { g.batch * in_image } else { 0 }];
+        let mut cols = vec![0f32; if direct { 0 } else { kk * per * l }];
+        // The masked gradient in chunk layout `[C_out, n·L]`; not needed for one image without a mask.
+        let copy_grad = per > 1 || self.act == Activation::Relu;
+        let mut gm = vec![0f32; if copy_grad { c_out * per * l } else { 0 }];
+        let act = self.act;
+        tensor_f32(x, |x| {
+            tensor_f32(w, |w| {
+                tensor_f32(res, |y| {
+                    tensor_f32(&grad, |gr| {
+                        for b0 in (0..g.batch).step_by(per) {
+                            let n = per.min(g.batch - b0);
+                            let y = &y[b0 * out_image..][..n * out_image];
+                            let gr = &gr[b0 * out_image..][..n * out_image];
+                            // Mask, gather to [C_out, n·L] and sum the bias gradient: one pass.
+                            let gmat: &[f32] = if copy_grad {
+                                gm[..c_out * n * l]
+                                    .par_chunks_mut(n * l)
+                                    .zip(db.par_iter_mut())
+                                    .enumerate()
+                                    .for_each(|(co, (row, db))| {
+                                        let mut sum = 0.0;
+                                        for img in 0..n {
+                                            let at = img * out_image + co * l;
+                                            let (src, ys) = (&gr[at..at + l], &y[at..at + l]);
+                                            let dst = &mut row[img * l..][..l];
+                                            if act == Activation::Relu {
+                                                for ((d, v), o) in dst.iter_mut().zip(src).zip(ys) {
+                                                    *d = if *o > 0.0 { *v } else { 0.0 };
+                                                    sum += *d;
+                                                }
+                                            } else {
+                                                dst.copy_from_slice(src);
+                                                sum += src.iter().sum::<f32>();
+                                            }
+                                        }
+                                        *db += sum;
+                                    });
+                                &gm[..c_out * n * l]
+                            } else {
+                                db.par_iter_mut()
+                                    .zip(gr.par_chunks(l))
+                                    .for_each(|(db, row)| *db += row.iter().sum::<f32>());
+                                gr
+                            };
+                            let xb = &x[b0 * in_image..][..n * in_image];
+                            let colmat = if direct {
+                                xb
+                            } else {
+                                im2col_t(&g, xb, n, &mut cols);
+                                &cols[..kk * n * l]
+                            };
+                            // dW += g · cols  ([C_out, n·L] · [n·L, K]).
+                            gemm(
+                                &mut dw,
+                                kk,
+                                true,
+                                (c_out, kk, n * l),
+                                Operand {
+                                    data: gmat,
+                                    row_stride: n * l,
+                                    col_stride: 1,
+                                },
+                                Operand {
+                                    data: colmat,
+                                    row_stride: 1,
+                                    col_stride: n * l,
+                                },
+                                Self::threads(),
+                            );
+                            if !want_dx {
+                                continue;
+                            }
+                            // dcolsᵀ = Wᵀ · g  ([K, C_out] · [C_out, n·L]), then back to the pixels.
+                            let dxb = &mut dx[b0 * in_image..][..n * in_image];
+                            let wt = Operand {
+                                data: w,
+                                row_stride: 1,
+                                col_stride: kk,
+                            };
+                            let gop = Operand {
+                                data: gmat,
+                                row_stride: n * l,
+                                col_stride: 1,
+                            };
+                            if direct {
+                                gemm(dxb, l, false, (kk, l, c_out), wt, gop, Self::threads());
+                            } else {
+                                let dcols = &mut cols[..kk * n * l];
+                                gemm(
+                                    dcols,
+                                    n * l,
+                                    false,
+                                    (kk, n * l, c_out),
+                                    wt,
+                                    gop,
+                                    Self::threads(),
+                                );
+                                col2im_t(&g, dcols, n, dxb);
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+            })
+        })?;
+        let dev = x.device();
+        let dx = if want_dx {
+            Some(Tensor::from_vec(dx, x.shape(), dev)?)
+        } else {
+            None
+        };
+        let dw = w
+            .track_op()
+            .then(|| Tensor::from_vec(dw, w.shape(), dev))
+            .transpose()?;
+        let db = bias
+            .track_op()
+            .then(|| Tensor::from_vec(db, bias.shape(), dev))
+            .transpose()?;
+        Ok((dx, dw, db))
+    }
+}
