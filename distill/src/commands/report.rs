@@ -300,8 +300,8 @@ impl Table {
              Accuracy (%) at the evaluation with the best training-domain validation accuracy: per held-out \
              domain its in split (OOD); Avg-ID = training-domain validation, Avg-OOD = held-out domains, \
              averaged per replicate; runs trained with SWAD report the SWAD-averaged model's held-out in-split \
-             accuracy as OOD instead (as the paper does). Mean ± standard error over replicates (trial seed × \
-             seed).\n\n\
+             accuracy as OOD and its training-domain validation accuracy as ID instead (as the official code \
+             does). Mean ± standard error over replicates (trial seed × seed).\n\n\
              | algorithm |"
         );
         for name in &self.domains {
