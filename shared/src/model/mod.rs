@@ -9,6 +9,7 @@ mod files;
 pub mod gemm;
 pub mod layers;
 mod pool;
+mod residual;
 pub mod students;
 mod trainable;
 
