@@ -15,6 +15,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+mod columns;
 mod fused;
 #[cfg(test)]
 mod tests;

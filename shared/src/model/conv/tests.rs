@@ -254,3 +254,53 @@ fn fused_gradients_match_finite_differences() {
         "only {checked} checked"
     );
 }
+
+/// The two schedules (whole chunks per thread with partial gradient sums; chunk after chunk with the GEMM
+/// and passes split across threads) give the same values and gradients, whatever the thread count.
+#[test]
+fn schedules_agree() {
+    use super::fused::{backward, forward, Plan};
+    // (batch, c, h, w, c_out, k, stride, padding): 1, 2 and 5 chunks.
+    for (batch, c, h, w, cout, k, stride, padding) in [
+        (3, 2, 9, 9, 4, 3, 1, 1),
+        (6, 2, 56, 56, 3, 3, 2, 1),
+        (5, 2, 56, 56, 3, 1, 1, 0),
+    ] {
+        let g = Geometry {
+            batch,
+            channels: c,
+            h,
+            w,
+            k,
+            stride,
+            padding,
+        };
+        let wave =
+            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * f).sin()).collect() };
+        let x = wave(batch * c * h * w, 0.37);
+        let wt = wave(cout * g.row_len(), 0.71);
+        let b = wave(cout, 1.3);
+        let reference = Plan::with_threads(g, cout, 1);
+        let y = forward(&reference, Activation::Relu, &x, &wt, &b);
+        let grad = wave(y.len(), 0.23);
+        let want = backward(&reference, Activation::Relu, (&x, &wt, &y, &grad), true);
+        let mut splits = Vec::new();
+        for threads in [2, 3, 8] {
+            let p = Plan::with_threads(g, cout, threads);
+            splits.push(p.split());
+            let y2 = forward(&p, Activation::Relu, &x, &wt, &b);
+            let close = |a: &[f32], b: &[f32]| {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(a, b)| (a - b).abs() <= 1e-4 * a.abs().max(1.0))
+            };
+            assert!(close(&y, &y2), "{threads} threads: outputs");
+            let got = backward(&p, Activation::Relu, (&x, &wt, &y, &grad), true);
+            assert!(close(&want.0, &got.0), "{threads} threads: dx");
+            assert!(close(&want.1, &got.1), "{threads} threads: dw");
+            assert!(close(&want.2, &got.2), "{threads} threads: db");
+        }
+        eprintln!("batch {batch}, {h}x{w}, k {k}: split with 2, 3, 8 threads: {splits:?}");
+    }
+}
