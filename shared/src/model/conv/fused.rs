@@ -1,28 +1,19 @@
 //! The fused training convolution: `act(conv(x, w) + bias)` as one CPU op with its own backward pass.
 //!
-//! Forward, per chunk of images: `im2col` into the K-major column matrix (`columns.rs`), one GEMM
-//! `W · colsᵀ`, and one output pass that adds the bias, applies the activation and writes NCHW. Nothing but
-//! the output is kept: the ReLU's mask is the output's sign, and the columns are recomputed from the input
-//! in the backward pass (the input is alive anyway as the previous layer's output), so the saved activations
-//! are PyTorch's, not `k²` times them.
+//! Forward, per chunk of images: `im2col` into a K-major column matrix `colsᵀ [C·k·k, G·L]` (Caffe's and
+//! PyTorch's layout: each row is a contiguous run of output positions, so the copy is a run of row copies),
+//! one GEMM `W · colsᵀ`, and one output pass that adds the bias, applies the activation and writes NCHW.
+//! Nothing but the output is kept: the ReLU's mask is the output's sign, and the columns are recomputed
+//! from the input in the backward pass (the input is alive anyway as the previous layer's output), so the
+//! saved activations are PyTorch's, not `k²` times them.
 //!
 //! Backward, per chunk: one pass masks the output gradient and sums the bias gradient, `dW += g · cols`,
 //! and (when the input needs a gradient: not for the stem's pixels) `dcolsᵀ = Wᵀ · g` scattered back by
 //! `col2im`.
-//!
-//! Chunks hold at least [`CHUNK_POSITIONS`] output positions. With at least as many chunks as threads, each
-//! thread takes whole chunks with single-threaded GEMMs (each weight gradient a partial sum of its own,
-//! added at the end): the long thin products of the early layers run ~1.5-3× faster so than split across
-//! threads, and every pass stays in the thread's cache. Fewer chunks (the late layers' small maps: one
-//! chunk for the batch) run one after another with the GEMM and the passes split across threads.
-//! Per-thread scratch (columns, product, masked gradient) is reused from call to call.
-
-use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::columns::{col2im_t, for_each_chunk, im2col_t};
 use super::Geometry;
 use crate::model::cpu_kernels::{contiguous_f32, tensor_f32};
 use crate::model::gemm::{gemm, Operand};
@@ -45,45 +36,112 @@ fn chunk_images(batch: usize, positions: usize) -> usize {
     batch.div_ceil(chunks).max(1)
 }
 
-/// Partial sums a reduction keeps, so that its loop vectorises.
-const LANES: usize = 16;
-
-/// `dst = g` where `y > 0` (ReLU's mask; `y = None`: everywhere), returning `Σ dst` (in [`LANES`]
-/// partial sums: one running f32 sum cannot be reordered into vector adds).
-fn mask_and_sum(dst: &mut [f32], g: &[f32], y: Option<&[f32]>) -> f32 {
-    let Some(y) = y else {
-        dst.copy_from_slice(g);
-        return sum(g);
-    };
-    let mut acc = [0f32; LANES];
-    let n = dst.len() / LANES * LANES;
-    for ((d, g), y) in dst[..n]
-        .chunks_exact_mut(LANES)
-        .zip(g.chunks_exact(LANES))
-        .zip(y.chunks_exact(LANES))
-    {
-        for i in 0..LANES {
-            d[i] = if y[i] > 0.0 { g[i] } else { 0.0 };
-            acc[i] += d[i];
-        }
-    }
-    for i in n..dst.len() {
-        dst[i] = if y[i] > 0.0 { g[i] } else { 0.0 };
-        acc[0] += dst[i];
-    }
-    acc.iter().sum()
+/// A 1×1 convolution with stride 1 and no padding: its columns are the input itself.
+fn is_pointwise(g: &Geometry) -> bool {
+    g.k == 1 && g.stride == 1 && g.padding == 0
 }
 
-/// `Σ g`, vectorised as [`mask_and_sum`].
-fn sum(g: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let n = g.len() / LANES * LANES;
-    for c in g[..n].chunks_exact(LANES) {
-        for i in 0..LANES {
-            acc[i] += c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + g[n..].iter().sum::<f32>()
+/// For output column `ox` of tap column `j`: the input column is `ox·s + j − p`. The range of `ox` whose
+/// input column lies inside `[0, w)`.
+fn valid_range(out: usize, n: usize, s: usize, tap: usize, p: usize) -> (usize, usize) {
+    // ox·s + tap ≥ p  ⇔  ox ≥ ceil((p − tap) / s)
+    let lo = if tap >= p { 0 } else { (p - tap).div_ceil(s) };
+    // ox·s + tap − p ≤ n − 1  ⇔  ox ≤ (n − 1 + p − tap) / s
+    let hi = if n + p > tap {
+        ((n - 1 + p - tap) / s + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// `colsᵀ` of images `x[0..images]` (each `[C, H, W]`): row `(c, i, j)`, column `img·L + oy·wo + ox`.
+fn im2col_t(g: &Geometry, x: &[f32], images: usize, cols: &mut [f32]) {
+    let (ho, wo) = g.out();
+    let l = ho * wo;
+    let (k, s, p) = (g.k, g.stride, g.padding);
+    let plane = g.h * g.w;
+    let (ox_lo_hi, oy_lo_hi): (Vec<_>, Vec<_>) = (0..k)
+        .map(|t| (valid_range(wo, g.w, s, t, p), valid_range(ho, g.h, s, t, p)))
+        .unzip();
+    cols[..g.row_len() * images * l]
+        .par_chunks_mut(images * l)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (c, i, j) = (r / (k * k), r / k % k, r % k);
+            let (ox_lo, ox_hi) = ox_lo_hi[j];
+            let (oy_lo, oy_hi) = oy_lo_hi[i];
+            for img in 0..images {
+                let src = &x[(img * g.channels + c) * plane..][..plane];
+                let dst = &mut row[img * l..][..l];
+                dst[..oy_lo * wo].fill(0.0);
+                dst[oy_hi * wo..].fill(0.0);
+                for oy in oy_lo..oy_hi {
+                    let y = oy * s + i - p;
+                    let out = &mut dst[oy * wo..][..wo];
+                    out[..ox_lo].fill(0.0);
+                    out[ox_hi..].fill(0.0);
+                    if ox_lo >= ox_hi {
+                        continue;
+                    }
+                    let x0 = ox_lo * s + j - p;
+                    let src_row = &src[y * g.w..][..g.w];
+                    if s == 1 {
+                        out[ox_lo..ox_hi].copy_from_slice(&src_row[x0..x0 + ox_hi - ox_lo]);
+                    } else {
+                        for (o, v) in out[ox_lo..ox_hi]
+                            .iter_mut()
+                            .zip(src_row[x0..].iter().step_by(s))
+                        {
+                            *o = *v;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The adjoint of [`im2col_t`]: adds `colsᵀ` back into `dx[0..images]` (zeroed by the caller).
+fn col2im_t(g: &Geometry, cols: &[f32], images: usize, dx: &mut [f32]) {
+    let (ho, wo) = g.out();
+    let l = ho * wo;
+    let (k, s, p) = (g.k, g.stride, g.padding);
+    let plane = g.h * g.w;
+    let (ox_lo_hi, oy_lo_hi): (Vec<_>, Vec<_>) = (0..k)
+        .map(|t| (valid_range(wo, g.w, s, t, p), valid_range(ho, g.h, s, t, p)))
+        .unzip();
+    let row_len = images * l;
+    // Plane (img, c) is written by rows (c, ·, ·) only: planes run in parallel.
+    dx[..images * g.channels * plane]
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(ic, dst)| {
+            let (img, c) = (ic / g.channels, ic % g.channels);
+            for (i, &(oy_lo, oy_hi)) in oy_lo_hi.iter().enumerate() {
+                for (j, &(ox_lo, ox_hi)) in ox_lo_hi.iter().enumerate() {
+                    if ox_lo >= ox_hi {
+                        continue;
+                    }
+                    let r = (c * k + i) * k + j;
+                    let src = &cols[r * row_len + img * l..][..l];
+                    for oy in oy_lo..oy_hi {
+                        let y = oy * s + i - p;
+                        let x0 = ox_lo * s + j - p;
+                        let from = &src[oy * wo + ox_lo..oy * wo + ox_hi];
+                        let to = &mut dst[y * g.w..][..g.w];
+                        if s == 1 {
+                            for (d, v) in to[x0..x0 + from.len()].iter_mut().zip(from) {
+                                *d += *v;
+                            }
+                        } else {
+                            for (d, v) in to[x0..].iter_mut().step_by(s).zip(from) {
+                                *d += *v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
 }
 
 /// `act(conv(x, w) + bias)`: x `[B, C, H, W]`, w `[C_out, C, k, k]`, bias `[C_out]`.
@@ -92,311 +150,10 @@ pub(super) struct ConvBiasAct {
     pub act: Activation,
 }
 
-/// One thread's scratch: a chunk's columns, its product (several images), its masked gradient.
-#[derive(Default)]
-struct Room {
-    cols: Vec<f32>,
-    tmp: Vec<f32>,
-    gm: Vec<f32>,
-}
-
-thread_local! {
-    static ROOM: RefCell<Room> = RefCell::default();
-}
-
-/// `f` with this thread's [`Room`] (a fresh one if a call further up the stack holds it: rayon may run
-/// another convolution on a thread waiting inside one).
-fn with_room<R>(f: impl FnOnce(&mut Room) -> R) -> R {
-    ROOM.with(|room| match room.try_borrow_mut() {
-        Ok(mut room) => f(&mut room),
-        Err(_) => f(&mut Room::default()),
-    })
-}
-
-/// `v[..len]`, grown (never shrunk) to fit.
-fn fit(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
+impl ConvBiasAct {
+    fn threads() -> usize {
+        candle_core::utils::get_num_threads()
     }
-    &mut v[..len]
-}
-
-/// How one call walks the batch.
-pub(super) struct Plan {
-    g: Geometry,
-    c_out: usize,
-    /// `C·k·k`.
-    kk: usize,
-    /// Output positions per image.
-    l: usize,
-    /// Images per chunk.
-    per: usize,
-    threads: usize,
-    /// Whole chunks per thread (see the module's notes).
-    split: bool,
-}
-
-impl Plan {
-    pub(super) fn new(g: Geometry, c_out: usize) -> Self {
-        Self::with_threads(g, c_out, candle_core::utils::get_num_threads())
-    }
-
-    pub(super) fn with_threads(g: Geometry, c_out: usize, threads: usize) -> Self {
-        let (ho, wo) = g.out();
-        let l = ho * wo;
-        let per = chunk_images(g.batch, l);
-        let threads = threads.max(1);
-        Self {
-            g,
-            c_out,
-            kk: g.row_len(),
-            l,
-            per,
-            threads,
-            split: threads > 1 && g.batch.div_ceil(per) >= threads,
-        }
-    }
-
-    #[cfg(test)]
-    pub(super) fn split(&self) -> bool {
-        self.split
-    }
-
-    fn in_image(&self) -> usize {
-        self.g.channels * self.g.h * self.g.w
-    }
-
-    fn out_image(&self) -> usize {
-        self.c_out * self.l
-    }
-
-    /// `(first image, images)` of each chunk.
-    fn chunks(&self) -> Vec<(usize, usize)> {
-        (0..self.g.batch)
-            .step_by(self.per)
-            .map(|b0| (b0, self.per.min(self.g.batch - b0)))
-            .collect()
-    }
-
-    /// Threads for one chunk's GEMM and passes.
-    fn chunk_threads(&self) -> usize {
-        if self.split {
-            1
-        } else {
-            self.threads
-        }
-    }
-
-    /// Chunks per rayon task when split: one run of chunks per thread.
-    fn min_len(&self) -> usize {
-        self.chunks().len().div_ceil(self.threads)
-    }
-
-    /// The columns `[K, n·L]` of `n` images `x`: the input itself for a pointwise convolution of one
-    /// image, else im2col'd into `cols`.
-    fn columns<'a>(&self, x: &'a [f32], n: usize, cols: &'a mut Vec<f32>, par: bool) -> &'a [f32] {
-        let g = &self.g;
-        if n == 1 && g.k == 1 && g.stride == 1 && g.padding == 0 {
-            return x;
-        }
-        let cols = fit(cols, self.kk * n * self.l);
-        im2col_t(g, x, n, cols, par);
-        cols
-    }
-}
-
-/// Forward over one chunk: `x` its `n` input images, `out` their outputs.
-fn forward_chunk(
-    p: &Plan,
-    act: Activation,
-    (x, w, bias): (&[f32], &[f32], &[f32]),
-    n: usize,
-    out: &mut [f32],
-    room: &mut Room,
-) {
-    let (c_out, kk, l, threads) = (p.c_out, p.kk, p.l, p.chunk_threads());
-    let par = threads > 1;
-    let rhs = p.columns(x, n, &mut room.cols, par);
-    // One image: the product lands in the output itself; several: in `tmp`, `[C_out, n·L]`.
-    let dst = if n == 1 {
-        &mut *out
-    } else {
-        fit(&mut room.tmp, c_out * n * l)
-    };
-    let lhs = Operand {
-        data: w,
-        row_stride: kk,
-        col_stride: 1,
-    };
-    let rhs = Operand {
-        data: rhs,
-        row_stride: n * l,
-        col_stride: 1,
-    };
-    gemm(dst, n * l, false, (c_out, n * l, kk), lhs, rhs, threads);
-    // One pass: bias, activation, and (for several images) the scatter to NCHW.
-    let tmp = &room.tmp;
-    for_each_chunk(out, l, par, |ic, row| {
-        let (img, co) = (ic / c_out, ic % c_out);
-        if n > 1 {
-            row.copy_from_slice(&tmp[co * n * l + img * l..][..l]);
-        }
-        let b = bias[co];
-        match act {
-            Activation::Identity => row.iter_mut().for_each(|v| *v += b),
-            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
-        }
-    });
-}
-
-/// The forward pass on slices: the output `[B, C_out, Ho, Wo]`.
-pub(super) fn forward(p: &Plan, act: Activation, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
-    let (in_image, out_image) = (p.in_image(), p.out_image());
-    let mut out = vec![0f32; p.g.batch * out_image];
-    let chunk = |(b0, n): (usize, usize), out: &mut [f32]| {
-        let x = &x[b0 * in_image..][..n * in_image];
-        with_room(|room| forward_chunk(p, act, (x, w, bias), n, out, room));
-    };
-    let chunks = p.chunks();
-    let outs = out.chunks_mut(p.per * out_image);
-    if p.split {
-        let outs: Vec<&mut [f32]> = outs.collect();
-        chunks
-            .into_par_iter()
-            .zip(outs)
-            .with_min_len(p.min_len())
-            .for_each(|(c, out)| chunk(c, out));
-    } else {
-        chunks
-            .into_iter()
-            .zip(outs)
-            .for_each(|(c, out)| chunk(c, out));
-    }
-    out
-}
-
-/// Backward over one chunk of `n` images (`x`, `y`, `grad`: its inputs, outputs, output gradients):
-/// adds to `dw` and `db`, writes `dx` (when wanted).
-#[allow(clippy::too_many_arguments)]
-fn backward_chunk(
-    p: &Plan,
-    act: Activation,
-    (x, w, y, grad): (&[f32], &[f32], &[f32], &[f32]),
-    n: usize,
-    (dw, db): (&mut [f32], &mut [f32]),
-    dx: Option<&mut [f32]>,
-    room: &mut Room,
-) {
-    let (c_out, kk, l, threads) = (p.c_out, p.kk, p.l, p.chunk_threads());
-    let (par, nl, out_image) = (threads > 1, n * l, p.out_image());
-    // Mask, gather to [C_out, n·L] and sum the bias gradient: one pass. One image without a mask reads
-    // the gradient as it is.
-    let gmat: &[f32] = if n > 1 || act == Activation::Relu {
-        let gm = fit(&mut room.gm, c_out * nl);
-        let sums = |(co, row): (usize, &mut [f32])| -> f32 {
-            (0..n)
-                .map(|img| {
-                    let at = img * out_image + co * l;
-                    let mask = (act == Activation::Relu).then(|| &y[at..at + l]);
-                    mask_and_sum(&mut row[img * l..][..l], &grad[at..at + l], mask)
-                })
-                .sum()
-        };
-        let sums: Vec<f32> = if par {
-            gm.par_chunks_mut(nl).enumerate().map(sums).collect()
-        } else {
-            gm.chunks_mut(nl).enumerate().map(sums).collect()
-        };
-        db.iter_mut().zip(sums).for_each(|(d, s)| *d += s);
-        &room.gm[..c_out * nl]
-    } else {
-        db.iter_mut()
-            .zip(grad.chunks(l))
-            .for_each(|(d, row)| *d += sum(row));
-        grad
-    };
-    let g_op = Operand {
-        data: gmat,
-        row_stride: nl,
-        col_stride: 1,
-    };
-    // dW += g · colsᵀ  ([C_out, n·L] · [n·L, K]).
-    let cols = p.columns(x, n, &mut room.cols, par);
-    let cols_t = Operand {
-        data: cols,
-        row_stride: 1,
-        col_stride: nl,
-    };
-    gemm(dw, kk, true, (c_out, kk, nl), g_op, cols_t, threads);
-    let Some(dx) = dx else {
-        return;
-    };
-    // dcols = Wᵀ · g  ([K, C_out] · [C_out, n·L]), then back to the pixels.
-    let w_t = Operand {
-        data: w,
-        row_stride: 1,
-        col_stride: kk,
-    };
-    let g = &p.g;
-    if n == 1 && g.k == 1 && g.stride == 1 && g.padding == 0 {
-        gemm(dx, l, false, (kk, l, c_out), w_t, g_op, threads);
-    } else {
-        let dcols = fit(&mut room.cols, kk * nl);
-        gemm(dcols, nl, false, (kk, nl, c_out), w_t, g_op, threads);
-        col2im_t(g, dcols, n, dx, par);
-    }
-}
-
-/// The backward pass on slices, from the input, weight, output and output gradient: `(dx, dW, db)`, `dx`
-/// empty unless `want_dx`.
-pub(super) fn backward(
-    p: &Plan,
-    act: Activation,
-    (x, w, y, grad): (&[f32], &[f32], &[f32], &[f32]),
-    want_dx: bool,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (c_out, kk) = (p.c_out, p.kk);
-    let (in_image, out_image) = (p.in_image(), p.out_image());
-    let mut dx = vec![0f32; if want_dx { p.g.batch * in_image } else { 0 }];
-    let chunk =
-        |(b0, n): (usize, usize), dx: Option<&mut [f32]>, dw: &mut [f32], db: &mut [f32]| {
-            let x = &x[b0 * in_image..][..n * in_image];
-            let (y, grad) = (
-                &y[b0 * out_image..][..n * out_image],
-                &grad[b0 * out_image..][..n * out_image],
-            );
-            with_room(|room| backward_chunk(p, act, (x, w, y, grad), n, (dw, db), dx, room));
-        };
-    let chunks = p.chunks();
-    let dxs: Vec<Option<&mut [f32]>> = if want_dx {
-        dx.chunks_mut(p.per * in_image).map(Some).collect()
-    } else {
-        chunks.iter().map(|_| None).collect()
-    };
-    let zeros = || (vec![0f32; c_out * kk], vec![0f32; c_out]);
-    let (dw, db) = if p.split {
-        // Each run of chunks sums its own weight and bias gradients; the runs' sums are added.
-        chunks
-            .into_par_iter()
-            .zip(dxs)
-            .with_min_len(p.min_len())
-            .fold(zeros, |(mut dw, mut db), (c, dx)| {
-                chunk(c, dx, &mut dw, &mut db);
-                (dw, db)
-            })
-            .reduce(zeros, |(mut dw, mut db), (dw2, db2)| {
-                dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += b);
-                db.iter_mut().zip(&db2).for_each(|(a, b)| *a += b);
-                (dw, db)
-            })
-    } else {
-        let (mut dw, mut db) = zeros();
-        for (c, dx) in chunks.into_iter().zip(dxs) {
-            chunk(c, dx, &mut dw, &mut db);
-        }
-        (dw, db)
-    };
-    (dx, dw, db)
 }
 
 impl CustomOp3 for ConvBiasAct {
@@ -419,8 +176,9 @@ impl CustomOp3 for ConvBiasAct {
             contiguous_f32(ws, wl, self.name())?,
             contiguous_f32(bs, bl, self.name())?,
         );
-        let p = Plan::new(g, bias.len());
-        if w.len() != p.c_out * p.kk || x.len() != g.batch * p.in_image() {
+        let c_out = bias.len();
+        let kk = g.row_len();
+        if w.len() != c_out * kk || x.len() != g.batch * g.channels * g.h * g.w {
             candle_core::bail!(
                 "conv: x {:?}, w {:?}, bias {:?}",
                 xl.shape(),
@@ -428,12 +186,81 @@ impl CustomOp3 for ConvBiasAct {
                 bl.shape()
             );
         }
-        let out = forward(&p, self.act, x, w, bias);
         let (ho, wo) = g.out();
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((g.batch, p.c_out, ho, wo)),
-        ))
+        let l = ho * wo;
+        let mut out = vec![0f32; g.batch * c_out * l];
+        let per = chunk_images(g.batch, l);
+        let direct = per == 1 && is_pointwise(&g);
+        let mut cols = vec![0f32; if direct { 0 } else { kk * per * l }];
+        let mut tmp = vec![0f32; if per == 1 { 0 } else { c_out * per * l }];
+        let in_image = g.channels * g.h * g.w;
+        let act = self.act;
+        for b0 in (0..g.batch).step_by(per) {
+            let n = per.min(g.batch - b0);
+            let xb = &x[b0 * in_image..][..n * in_image];
+            let rhs = if direct {
+                xb
+            } else {
+                im2col_t(&g, xb, n, &mut cols);
+                &cols[..kk * n * l]
+            };
+            let dst = if per == 1 {
+                &mut out[b0 * c_out * l..][..c_out * l]
+            } else {
+                &mut tmp[..c_out * n * l]
+            };
+            gemm(
+                dst,
+                n * l,
+                false,
+                (c_out, n * l, kk),
+                Operand {
+                    data: w,
+                    row_stride: kk,
+                    col_stride: 1,
+                },
+                Operand {
+                    data: rhs,
+                    row_stride: n * l,
+                    col_stride: 1,
+                },
+                Self::threads(),
+            );
+            // One pass: bias, activation, and (for several images) the scatter to NCHW.
+            let epilogue = |co: usize, from: &[f32], to: &mut [f32]| {
+                let b = bias[co];
+                match act {
+                    Activation::Identity => to.iter_mut().zip(from).for_each(|(o, v)| *o = v + b),
+                    Activation::Relu => to
+                        .iter_mut()
+                        .zip(from)
+                        .for_each(|(o, v)| *o = (v + b).max(0.0)),
+                }
+            };
+            let out_chunk = &mut out[b0 * c_out * l..][..n * c_out * l];
+            if per == 1 {
+                out_chunk
+                    .par_chunks_mut(l)
+                    .enumerate()
+                    .for_each(|(co, row)| {
+                        let b = bias[co];
+                        match act {
+                            Activation::Identity => row.iter_mut().for_each(|v| *v += b),
+                            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+                        }
+                    });
+            } else {
+                let tmp = &tmp[..c_out * n * l];
+                out_chunk
+                    .par_chunks_mut(l)
+                    .enumerate()
+                    .for_each(|(ic, to)| {
+                        let (img, co) = (ic / c_out, ic % c_out);
+                        epilogue(co, &tmp[co * n * l + img * l..][..l], to);
+                    });
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g.batch, c_out, ho, wo))))
     }
 
     fn bwd(
@@ -444,20 +271,131 @@ impl CustomOp3 for ConvBiasAct {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let p = Plan::new(self.geometry, bias.elem_count());
-        let want_dx = x.track_op();
+        let g = self.geometry;
         let grad = grad_res.contiguous()?;
-        let (dx, dw, db) = tensor_f32(x, |x| {
+        let c_out = bias.elem_count();
+        let kk = g.row_len();
+        let (ho, wo) = g.out();
+        let l = ho * wo;
+        let in_image = g.channels * g.h * g.w;
+        let out_image = c_out * l;
+        let want_dx = x.track_op();
+        let per = chunk_images(g.batch, l);
+        let direct = per == 1 && is_pointwise(&g);
+        let mut db = vec![0f32; c_out];
+        let mut dw = vec![0f32; c_out * kk];
+        let mut dx = vec![0f32; if want_dx { g.batch * in_image } else { 0 }];
+        let mut cols = vec![0f32; if direct { 0 } else { kk * per * l }];
+        // The masked gradient in chunk layout `[C_out, n·L]`; not needed for one image without a mask.
+        let copy_grad = per > 1 || self.act == Activation::Relu;
+        let mut gm = vec![0f32; if copy_grad { c_out * per * l } else { 0 }];
+        let act = self.act;
+        tensor_f32(x, |x| {
             tensor_f32(w, |w| {
                 tensor_f32(res, |y| {
-                    tensor_f32(&grad, |g| Ok(backward(&p, self.act, (x, w, y, g), want_dx)))
+                    tensor_f32(&grad, |gr| {
+                        for b0 in (0..g.batch).step_by(per) {
+                            let n = per.min(g.batch - b0);
+                            let y = &y[b0 * out_image..][..n * out_image];
+                            let gr = &gr[b0 * out_image..][..n * out_image];
+                            // Mask, gather to [C_out, n·L] and sum the bias gradient: one pass.
+                            let gmat: &[f32] = if copy_grad {
+                                gm[..c_out * n * l]
+                                    .par_chunks_mut(n * l)
+                                    .zip(db.par_iter_mut())
+                                    .enumerate()
+                                    .for_each(|(co, (row, db))| {
+                                        let mut sum = 0.0;
+                                        for img in 0..n {
+                                            let at = img * out_image + co * l;
+                                            let (src, ys) = (&gr[at..at + l], &y[at..at + l]);
+                                            let dst = &mut row[img * l..][..l];
+                                            if act == Activation::Relu {
+                                                for ((d, v), o) in dst.iter_mut().zip(src).zip(ys) {
+                                                    *d = if *o > 0.0 { *v } else { 0.0 };
+                                                    sum += *d;
+                                                }
+                                            } else {
+                                                dst.copy_from_slice(src);
+                                                sum += src.iter().sum::<f32>();
+                                            }
+                                        }
+                                        *db += sum;
+                                    });
+                                &gm[..c_out * n * l]
+                            } else {
+                                db.par_iter_mut()
+                                    .zip(gr.par_chunks(l))
+                                    .for_each(|(db, row)| *db += row.iter().sum::<f32>());
+                                gr
+                            };
+                            let xb = &x[b0 * in_image..][..n * in_image];
+                            let colmat = if direct {
+                                xb
+                            } else {
+                                im2col_t(&g, xb, n, &mut cols);
+                                &cols[..kk * n * l]
+                            };
+                            // dW += g · cols  ([C_out, n·L] · [n·L, K]).
+                            gemm(
+                                &mut dw,
+                                kk,
+                                true,
+                                (c_out, kk, n * l),
+                                Operand {
+                                    data: gmat,
+                                    row_stride: n * l,
+                                    col_stride: 1,
+                                },
+                                Operand {
+                                    data: colmat,
+                                    row_stride: 1,
+                                    col_stride: n * l,
+                                },
+                                Self::threads(),
+                            );
+                            if !want_dx {
+                                continue;
+                            }
+                            // dcolsᵀ = Wᵀ · g  ([K, C_out] · [C_out, n·L]), then back to the pixels.
+                            let dxb = &mut dx[b0 * in_image..][..n * in_image];
+                            let wt = Operand {
+                                data: w,
+                                row_stride: 1,
+                                col_stride: kk,
+                            };
+                            let gop = Operand {
+                                data: gmat,
+                                row_stride: n * l,
+                                col_stride: 1,
+                            };
+                            if direct {
+                                gemm(dxb, l, false, (kk, l, c_out), wt, gop, Self::threads());
+                            } else {
+                                let dcols = &mut cols[..kk * n * l];
+                                gemm(
+                                    dcols,
+                                    n * l,
+                                    false,
+                                    (kk, n * l, c_out),
+                                    wt,
+                                    gop,
+                                    Self::threads(),
+                                );
+                                col2im_t(&g, dcols, n, dxb);
+                            }
+                        }
+                        Ok(())
+                    })
                 })
             })
         })?;
         let dev = x.device();
-        let dx = want_dx
-            .then(|| Tensor::from_vec(dx, x.shape(), dev))
-            .transpose()?;
+        let dx = if want_dx {
+            Some(Tensor::from_vec(dx, x.shape(), dev)?)
+        } else {
+            None
+        };
         let dw = w
             .track_op()
             .then(|| Tensor::from_vec(dw, w.shape(), dev))

@@ -15,7 +15,6 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-mod columns;
 mod fused;
 #[cfg(test)]
 mod tests;
