@@ -19,94 +19,34 @@ fn out_len(n: usize) -> usize {
     n.div_ceil(2)
 }
 
-/// `v` replaces the running maximum `m` under PyTorch's rule: greater, or NaN (so the first maximum wins
-/// ties and the last NaN wins).
-#[inline(always)]
-fn wins(v: f32, m: f32) -> bool {
-    // `|`, not `||`: no branch, so the loops over it become vector compares and blends.
-    (v > m) | v.is_nan()
-}
-
-/// Room one thread reuses across planes: a row's even and odd columns, each input row's window maxima
-/// over columns (value, `dx`), one output row's taps.
-#[derive(Default)]
-struct Scratch {
-    even: Vec<f32>,
-    odd: Vec<f32>,
-    rows: Vec<f32>,
-    cols: Vec<u8>,
-    taps: Vec<u8>,
-}
-
-/// `(v, tap)` where `v` wins over `m`, else `(m, t)`: selects on values (kept in registers, branch-free:
-/// random data would mispredict every other branch).
-#[inline(always)]
-fn take((m, t): (f32, u8), v: f32, tap: u8) -> (f32, u8) {
-    let win = wins(v, m);
-    (if win { v } else { m }, if win { tap } else { t })
-}
-
 /// One (image, channel) plane: `out[oy·wo + ox]` = the window's maximum, `arg` (when given) its tap
-/// `3·dy + dx`, PyTorch's choice among equal maxima: the first in row-major window order.
-///
-/// Separable: each input row's maxima over the three columns of every window, then the maximum over each
-/// window's three rows. The first row holding the window's maximum, and the first column within it, is the
-/// row-major first: the same tap as the 3×3 scan.
-fn pool_plane(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    out: &mut [f32],
-    mut arg: Option<&mut [u8]>,
-    s: &mut Scratch,
-) {
+/// `3·dy + dx` (the first in row-major window order on ties).
+fn pool_plane(x: &[f32], h: usize, w: usize, out: &mut [f32], mut arg: Option<&mut [u8]>) {
     let (ho, wo) = (out_len(h), out_len(w));
-    s.even.resize(wo, 0.0);
-    s.odd.resize(wo, 0.0);
-    s.rows.resize(h * wo, 0.0);
-    s.cols.resize(h * wo, 0);
-    s.taps.resize(wo, 0);
-    for ((src, m), c) in x
-        .chunks_exact(w)
-        .zip(s.rows.chunks_exact_mut(wo))
-        .zip(s.cols.chunks_exact_mut(wo))
-    {
-        // Window ox covers columns 2·ox − 1 ..= 2·ox + 1: odd[ox − 1], even[ox], odd[ox]. A missing last
-        // odd column is −∞, which never wins.
-        for (i, (e, o)) in s.even.iter_mut().zip(s.odd.iter_mut()).enumerate() {
-            *e = src[2 * i];
-            *o = src.get(2 * i + 1).copied().unwrap_or(f32::NEG_INFINITY);
-        }
-        (m[0], c[0]) = take((s.even[0], 1), s.odd[0], 2);
-        for ((((m, c), &a), &b), &d) in m[1..]
-            .iter_mut()
-            .zip(c[1..].iter_mut())
-            .zip(&s.odd[..wo - 1])
-            .zip(&s.even[1..])
-            .zip(&s.odd[1..])
-        {
-            (*m, *c) = take(take((a, 0), b, 1), d, 2);
-        }
-    }
     for oy in 0..ho {
-        // Rows 2·oy − 1 ..= 2·oy + 1, clipped; `dy` of row `y` is y + 1 − 2·oy.
+        // Rows 2·oy − 1 ..= 2·oy + 1, clipped: dy is the tap row of `y`.
         let y0 = (2 * oy).saturating_sub(1);
         let y1 = (2 * oy + 1).min(h - 1);
-        let o = &mut out[oy * wo..][..wo];
-        let t = match arg.as_deref_mut() {
-            Some(arg) => &mut arg[oy * wo..][..wo],
-            None => &mut s.taps[..],
-        };
-        o.copy_from_slice(&s.rows[y0 * wo..][..wo]);
-        let dy0 = (y0 + 1 - 2 * oy) as u8;
-        for (t, c) in t.iter_mut().zip(&s.cols[y0 * wo..][..wo]) {
-            *t = 3 * dy0 + c;
-        }
-        for y in y0 + 1..=y1 {
-            let dy = (y + 1 - 2 * oy) as u8;
-            let (m, c) = (&s.rows[y * wo..][..wo], &s.cols[y * wo..][..wo]);
-            for (((o, t), &v), &c) in o.iter_mut().zip(t.iter_mut()).zip(m).zip(c) {
-                (*o, *t) = take((*o, *t), v, 3 * dy + c);
+        for ox in 0..wo {
+            let x0 = (2 * ox).saturating_sub(1);
+            let x1 = (2 * ox + 1).min(w - 1);
+            // PyTorch's rule: start from −∞ at the first tap, take `v > best` (the first maximum
+            // wins ties) or NaN.
+            let mut best = f32::NEG_INFINITY;
+            let mut at = (3 * (y0 + 1 - 2 * oy) + x0 + 1 - 2 * ox) as u8;
+            for y in y0..=y1 {
+                let row = &x[y * w..][..w];
+                let dy = y + 1 - 2 * oy;
+                for (xx, &v) in row.iter().enumerate().take(x1 + 1).skip(x0) {
+                    if v > best || v.is_nan() {
+                        best = v;
+                        at = (3 * dy + xx + 1 - 2 * ox) as u8;
+                    }
+                }
+            }
+            out[oy * wo + ox] = best;
+            if let Some(arg) = arg.as_deref_mut() {
+                arg[oy * wo + ox] = at;
             }
         }
     }
@@ -131,20 +71,17 @@ impl CustomOp1 for MaxPool3x3S2 {
         }
         let (ho, wo) = (out_len(h), out_len(w));
         let mut out = vec![0f32; b * c * ho * wo];
-        let scratch = Scratch::default;
         if self.save {
             let mut taps = vec![0u8; out.len()];
             x.par_chunks(h * w)
                 .zip(out.par_chunks_mut(ho * wo))
                 .zip(taps.par_chunks_mut(ho * wo))
-                .for_each_init(scratch, |s, ((x, out), arg)| {
-                    pool_plane(x, h, w, out, Some(arg), s)
-                });
+                .for_each(|((x, out), arg)| pool_plane(x, h, w, out, Some(arg)));
             *self.taps.lock().expect("max-pool taps") = taps;
         } else {
             x.par_chunks(h * w)
                 .zip(out.par_chunks_mut(ho * wo))
-                .for_each_init(scratch, |s, (x, out)| pool_plane(x, h, w, out, None, s));
+                .for_each(|(x, out)| pool_plane(x, h, w, out, None));
         }
         Ok((CpuStorage::F32(out), Shape::from((b, c, ho, wo))))
     }
@@ -353,48 +290,6 @@ mod tests {
             .flatten_all()
             .unwrap();
         assert!(y.to_vec1::<f32>().unwrap().iter().all(|v| v.is_nan()));
-    }
-
-    /// On data full of ties (values 0, 1, 2), the winning taps (seen through the gradient) are those of a
-    /// plain 3×3 scan under PyTorch's rule.
-    #[test]
-    fn taps_match_a_plain_scan_on_ties() {
-        let dev = Device::Cpu;
-        for (h, w) in [(9usize, 8usize), (8, 9), (2, 3), (1, 1)] {
-            let v: Vec<f32> = (0..2 * h * w)
-                .map(|i| ((i * 7 + i / 5) % 3) as f32)
-                .collect();
-            let x = Var::from_tensor(&Tensor::from_vec(v.clone(), (1, 2, h, w), &dev).unwrap())
-                .unwrap();
-            let (ho, wo) = (out_len(h), out_len(w));
-            let r: Vec<f32> = (0..2 * ho * wo).map(|i| i as f32 + 1.0).collect();
-            let y = max_pool_3x3_s2_p1(x.as_tensor(), true).unwrap();
-            let rt = Tensor::from_vec(r.clone(), (1, 2, ho, wo), &dev).unwrap();
-            let g = (&y * &rt).unwrap().sum_all().unwrap().backward().unwrap();
-            let dx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap();
-            let (mut want_y, mut want_dx) = (vec![0f32; 2 * ho * wo], vec![0f32; 2 * h * w]);
-            for p in 0..2 {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let (mut best, mut at) = (f32::NEG_INFINITY, None);
-                        for yy in (2 * oy).saturating_sub(1)..=(2 * oy + 1).min(h - 1) {
-                            for xx in (2 * ox).saturating_sub(1)..=(2 * ox + 1).min(w - 1) {
-                                let i = p * h * w + yy * w + xx;
-                                if at.is_none() || v[i] > best {
-                                    (best, at) = (v[i], Some(i));
-                                }
-                            }
-                        }
-                        let o = p * ho * wo + oy * wo + ox;
-                        want_y[o] = best;
-                        want_dx[at.unwrap()] += r[o];
-                    }
-                }
-            }
-            let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(y, want_y, "{h}x{w}");
-            assert_eq!(dx.to_vec1::<f32>().unwrap(), want_dx, "{h}x{w}");
-        }
     }
 
     /// Finite differences of a smooth probe of the output.
