@@ -9,7 +9,6 @@ mod files;
 pub mod gemm;
 pub mod layers;
 mod pool;
-mod residual;
 pub mod students;
 mod trainable;
 

@@ -13,7 +13,6 @@ use candle_nn::VarBuilder;
 use super::batch_norm::{FrozenBatchNorm, BN_EPS};
 use crate::model::conv::{conv2d_bias_act, Activation};
 pub use crate::model::pool::max_pool_3x3_s2_p1;
-use crate::model::residual::add_relu;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockKind {
@@ -202,7 +201,7 @@ impl Block {
             Some(ds) => ds.forward(x, train, Activation::Identity)?,
             None => x.clone(),
         };
-        add_relu(&y, &identity)
+        (y + identity)?.relu()
     }
 }
 
