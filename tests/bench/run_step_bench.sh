@@ -1,56 +1,92 @@
 #!/usr/bin/env bash
-# Training-step speed of the backbone algorithms against PyTorch: one ADiP Distill step (forward, dfc_loss
-# through the frozen projection, backward, Adam over the backbone) of ResNet-18 and ViT-S/16 at 224x224,
-# batch 16, random weights (the same file on both sides), same thread count, back to back. Median of the
-# steps after a warm-up step.
+# Training-step speed and memory of the backbone algorithms against PyTorch: one ADiP Distill step (forward,
+# dfc_loss through the frozen projection, backward, Adam over the backbone) of each student at 224x224,
+# batch 16, random weights (the same file on both sides), same thread count. Each student runs on its own,
+# PyTorch then vl2v, back to back, in a process of its own, so that each process's peak resident memory
+# (`/usr/bin/time`'s maximum RSS) is that student's. Median of the steps after a warm-up step.
 #
-#   bash tests/bench/run_step_bench.sh          # also part of `make bench`
+#   bash tests/bench/run_step_bench.sh                                    # also part of `make bench`
+#   BENCH_STUDENTS=resnet18,resnet50,vit-small,vit-base BENCH_ROUNDS=3 bash tests/bench/run_step_bench.sh
 #
-# PyTorch side: tests/bench/student_step_torch.py (torchvision resnet18, timm vit_small_patch16_224; it also
-# writes the weights). Our side: the ignored test `student_step_timing` (distill/src/algorithms/
+# PyTorch side: tests/bench/student_step_torch.py (torchvision resnet18/50, timm vit_{small,base}_patch16_224;
+# it also writes the weights). Our side: the ignored test `student_step_timing` (distill/src/algorithms/
 # adip_distill.rs), built in release, on the same Backbone, objective and Adam as `distill run`.
 #
-# Environment: BENCH_THREADS (default 2), CARGO (default cargo), PYTHON (python with torch, torchvision,
-# timm, safetensors; default python3).
+# Environment: BENCH_STUDENTS (default resnet18,vit-small), BENCH_ROUNDS (default 1: each round runs every
+# student on both sides again; on a shared machine compare ratios within a round), BENCH_THREADS (default 2),
+# CARGO (default cargo), PYTHON (python with torch, torchvision, timm, safetensors; default python3).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 THREADS="${BENCH_THREADS:-2}"
+STUDENTS="${BENCH_STUDENTS:-resnet18,vit-small}"
+ROUNDS="${BENCH_ROUNDS:-1}"
 CARGO="${CARGO:-cargo}"
 PYTHON="${PYTHON:-python3}"
 TEST=algorithms::adip_distill::tests::student_step_timing
-WEIGHTS="$(mktemp -d "${TMPDIR:-/tmp}/vl2v-step-bench.XXXXXX")"
-trap 'rm -rf "$WEIGHTS"' EXIT
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/vl2v-step-bench.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
 step "$CARGO test -p distill --release --no-run"
-$CARGO test -p distill --release --no-run
+BIN="$($CARGO test -p distill --release --no-run --message-format=json |
+    "$PYTHON" -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "distill" and m.get("executable") \
+            and m["profile"]["test"]:
+        print(m["executable"])
+')"
+[[ -x "$BIN" ]] || { echo "no distill test binary" >&2; exit 1; }
 
-LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
-step "PyTorch: tests/bench/student_step_torch.py --threads $THREADS --save $WEIGHTS"
-TORCH_JSON="$(OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
-    "$PYTHON" tests/bench/student_step_torch.py --threads "$THREADS" --save "$WEIGHTS" | tail -n 1)"
-echo "$TORCH_JSON" >&2
+# Peak resident memory of a command in MiB, written to file $1.
+peak() {
+    local out="$1"
+    shift
+    /usr/bin/time -f '%M' -o "$out.kib" "$@"
+    echo $(($(tail -n 1 "$out.kib") / 1024)) >"$out"
+}
 
-step "vl2v: $CARGO test -p distill --release -- --ignored --exact $TEST"
-VL2V_OUT="$(VL2V_STEP_WEIGHTS="$WEIGHTS" RAYON_NUM_THREADS="$THREADS" CANDLE_NUM_THREADS="$THREADS" \
-    $CARGO test -p distill --release -- --ignored --exact --nocapture "$TEST")"
-VL2V_JSON="$(grep '^step-bench ' <<<"$VL2V_OUT" | tail -n 1 | cut -d' ' -f2-)"
-[[ -n "$VL2V_JSON" ]] || { echo "$VL2V_OUT" >&2; echo "no 'step-bench' line" >&2; exit 1; }
-echo "$VL2V_JSON" >&2
-LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+RESULTS="$WORK/results.jsonl"
+for round in $(seq 1 "$ROUNDS"); do
+    for name in ${STUDENTS//,/ }; do
+        dir="$WORK/$name"
+        mkdir -p "$dir"
+        load="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+        step "round $round, $name: PyTorch (load $load)"
+        peak "$dir/torch.mib" env OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
+            "$PYTHON" tests/bench/student_step_torch.py --threads "$THREADS" --students "$name" \
+            --save "$dir" >"$dir/torch.out"
+        tail -n 1 "$dir/torch.out" >&2
+        step "round $round, $name: vl2v $TEST"
+        peak "$dir/vl2v.mib" env VL2V_STEP_WEIGHTS="$dir" RAYON_NUM_THREADS="$THREADS" \
+            CANDLE_NUM_THREADS="$THREADS" "$BIN" --ignored --exact --nocapture "$TEST" >"$dir/vl2v.out"
+        grep '^step-bench ' "$dir/vl2v.out" >&2 || { cat "$dir/vl2v.out" >&2; echo "no 'step-bench' line" >&2; exit 1; }
+        "$PYTHON" - "$round" "$name" "$dir" "$load" >>"$RESULTS" <<'PY'
+import json, sys
+round_, name, d, load = sys.argv[1:]
+torch_run = json.loads(open(f"{d}/torch.out").read().strip().splitlines()[-1])
+line = [l for l in open(f"{d}/vl2v.out") if l.startswith("step-bench ")][-1]
+vl2v_run = json.loads(line.split(" ", 1)[1])
+print(json.dumps({
+    "round": int(round_), "student": name, "load": load, "torch_version": torch_run["torch"],
+    "torch_s": torch_run["students"][name]["seconds"], "vl2v_s": vl2v_run["students"][name]["seconds"],
+    "torch_mib": int(open(f"{d}/torch.mib").read()), "vl2v_mib": int(open(f"{d}/vl2v.mib").read()),
+}))
+PY
+    done
+done
 
-"$PYTHON" - "$TORCH_JSON" "$VL2V_JSON" "$THREADS" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
+"$PYTHON" - "$RESULTS" "$THREADS" <<'PY'
 import json, sys
 
-torch_run, vl2v_run = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-threads, load_before, load_after = sys.argv[3:]
+rows = [json.loads(l) for l in open(sys.argv[1])]
 print()
-print(f"student step bench: batch {vl2v_run['batch']} at 224x224, {threads} threads each, "
-      f"load average {load_before} before, {load_after} after")
-for name, ours in vl2v_run["students"].items():
-    theirs = torch_run["students"][name]
-    print(f"  {name:10s} PyTorch {torch_run['torch'].split('+')[0]}: {theirs['seconds']:.2f} s   "
-          f"vl2v: {ours['seconds']:.2f} s   ratio PyTorch / vl2v: {theirs['seconds'] / ours['seconds']:.2f}x")
+print(f"student step bench: batch 16 at 224x224, {sys.argv[2]} threads each, PyTorch {rows[0]['torch_version']}")
+print("  round student     load before        PyTorch s  vl2v s  PyTorch/vl2v   peak RSS PyTorch  vl2v (MiB)")
+for r in rows:
+    print(f"  {r['round']:5d} {r['student']:11s} {r['load']:18s} {r['torch_s']:9.2f} {r['vl2v_s']:7.2f} "
+          f"{r['torch_s'] / r['vl2v_s']:11.2f}x {r['torch_mib']:18d} {r['vl2v_mib']:5d}")
 PY

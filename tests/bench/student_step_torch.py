@@ -5,9 +5,10 @@ the student in train mode with BatchNorm frozen (`freeze_bn`: BN layers in eval 
 `Linear(d_student -> 512)`, the official `dfc_loss` against random unit teacher image embeddings and class
 text embeddings, backward, `torch.optim.Adam` over the backbone's parameters only.
 
-Students: torchvision `resnet18` (fc removed) and timm `vit_small_patch16_224` (head removed), random
-weights (seeded; only the time matters). `--save DIR` also writes each student's weights as safetensors under
-its checkpoint names (what vl2v loads), so that both sides run the same model.
+Students: torchvision `resnet18`/`resnet50` (fc removed) and timm `vit_small_patch16_224`/
+`vit_base_patch16_224` (head removed), random weights (seeded; only the time matters). `--save DIR` also
+writes each student's weights as safetensors under its checkpoint names (what vl2v loads), so that both
+sides run the same model.
 
 Prints one JSON line: {"torch", "threads", "batch", "students": {name: {"seconds": median step, "steps"}}}.
 """
@@ -30,11 +31,18 @@ def student(name):
         model = torchvision.models.resnet18(weights=None)
         model.fc = nn.Identity()
         return model, 512
-    if name == "vit-small":
+    if name == "resnet50":
+        import torchvision
+
+        model = torchvision.models.resnet50(weights=None)
+        model.fc = nn.Identity()
+        return model, 2048
+    if name in ("vit-small", "vit-base"):
         import timm
 
-        model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
-        return model, 384
+        arch = {"vit-small": "vit_small_patch16_224", "vit-base": "vit_base_patch16_224"}[name]
+        model = timm.create_model(arch, pretrained=False, num_classes=0)
+        return model, model.num_features
     raise SystemExit(f"unknown student {name}")
 
 

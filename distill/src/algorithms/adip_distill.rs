@@ -204,7 +204,7 @@ mod tests {
         let dir = std::env::var("VL2V_STEP_WEIGHTS").expect("VL2V_STEP_WEIGHTS");
         let batch = 16;
         let mut results = serde_json::Map::new();
-        for name in ["resnet18", "vit-small"] {
+        for name in ["resnet18", "resnet50", "vit-small", "vit-base"] {
             let path = Path::new(&dir).join(format!("{name}.safetensors"));
             if !path.is_file() {
                 continue;
