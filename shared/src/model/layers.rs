@@ -2,7 +2,7 @@
 //! pass) and compositions of differentiable ops for training. `train` picks the path; see upstream
 //! candle issues #2168, #2977, #3011 for the silent loss of gradients through the fused ones.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::cpu_kernels;
@@ -126,7 +126,7 @@ pub fn quick_gelu(x: &Tensor, train: bool) -> Result<Tensor> {
 }
 
 fn cpu_f32(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    super::kernel_path::fused_cpu(&[x])
 }
 
 #[cfg(test)]

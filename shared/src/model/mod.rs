@@ -7,6 +7,9 @@ mod cpu_kernels;
 mod device;
 mod files;
 pub mod gemm;
+#[cfg(test)]
+mod generic_path_tests;
+pub mod kernel_path;
 pub mod layers;
 mod pool;
 pub mod students;

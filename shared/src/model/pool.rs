@@ -119,7 +119,7 @@ impl CustomOp1 for MaxPool3x3S2 {
 /// torchvision's `MaxPool2d(kernel_size=3, stride=2, padding=1)` on (batch, channels, h, w). `train`:
 /// differentiable (on CPU by the saved taps, elsewhere by the composition of maxima).
 pub fn max_pool_3x3_s2_p1(x: &Tensor, train: bool) -> Result<Tensor> {
-    if !(x.device().is_cpu() && x.dtype() == candle_core::DType::F32) {
+    if !super::kernel_path::fused_cpu(&[x]) {
         return max_pool_3x3_s2_p1_composed(x, train);
     }
     let op = MaxPool3x3S2 {

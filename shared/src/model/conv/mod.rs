@@ -10,7 +10,8 @@
 //! - [`conv2d`]: an `im2col` custom op (whose backward is `col2im`) followed by candle's differentiable
 //!   matmul; the fused op's reference in the tests.
 //!
-//! On other devices candle's own ops are used.
+//! On other devices (or with the generic path forced: `kernel_path`) candle's own ops are used, through
+//! `generic_conv2d`, which routes around a shape bug in candle's conv2d backward.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -149,8 +150,8 @@ impl CustomOp1 for Col2Im {
 /// `x: [B, C, H, W]` convolved with `weight: [C_out, C, k, k]` (no bias), as torch's `F.conv2d` with the
 /// given stride and padding; differentiable in both arguments.
 pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if !x.device().is_cpu() {
-        return x.conv2d(weight, padding, stride, 1, 1);
+    if !super::kernel_path::fused_cpu(&[x, weight]) {
+        return generic_conv2d(x, weight, stride, padding);
     }
     let g = geometry(x, weight, stride, padding)?;
     let (batch, c_out) = (g.batch, weight.dim(0)?);
@@ -162,6 +163,26 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
     y.reshape((batch, ho * wo, c_out))?
         .transpose(1, 2)?
         .reshape((batch, c_out, ho, wo))
+}
+
+/// candle's `conv2d`, made differentiable where its backward is not: candle 0.11 computes the input
+/// gradient with `conv_transpose2d` and an output padding taken from the height alone, which fails (or
+/// misshapes the gradient) whenever the last window does not end on the last row or column, as in every
+/// stride-2 ResNet convolution on odd-sized maps. There the input is padded explicitly and cut to exactly the
+/// rows and columns the windows read, so that candle's convolution (padding 0) ends on its last row and
+/// column and its backward needs no output padding; `pad_with_zeros` and `narrow` carry their gradients.
+fn generic_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let g = geometry(x, weight, stride, padding)?;
+    let (ho, wo) = g.out();
+    let (used_h, used_w) = ((ho - 1) * stride + g.k, (wo - 1) * stride + g.k);
+    if used_h == g.h + 2 * padding && used_w == g.w + 2 * padding {
+        return x.conv2d(weight, padding, stride, 1, 1);
+    }
+    x.pad_with_zeros(2, padding, padding)?
+        .pad_with_zeros(3, padding, padding)?
+        .narrow(2, 0, used_h)?
+        .narrow(3, 0, used_w)?
+        .conv2d(weight, 0, stride, 1, 1)
 }
 
 /// `act(conv(x, w) + bias)` for `x: [B, C, H, W]`, `weight: [C_out, C, k, k]`, `bias: [C_out]`, as torch's
@@ -180,8 +201,7 @@ pub fn conv2d_bias_act(
     if bias.dims() != [c_out] {
         candle_core::bail!("conv2d: bias {:?} for {c_out} channels", bias.dims());
     }
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
-    if !(cpu_f32(x) && cpu_f32(weight) && cpu_f32(bias)) {
+    if !super::kernel_path::fused_cpu(&[x, weight, bias]) {
         let y =
             conv2d(x, weight, stride, padding)?.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
         return match act {

@@ -254,3 +254,69 @@ fn fused_gradients_match_finite_differences() {
         "only {checked} checked"
     );
 }
+
+/// The device-generic path (what a CUDA build runs; forced here on the CPU) gives the fused path's values and
+/// gradients on every geometry, including those where candle's own conv2d backward fails (the last window
+/// not ending on the last row or column: the stem and the stride-2 convolutions on odd-sized maps, and
+/// non-square inputs whose height and width differ in that respect).
+#[test]
+fn generic_path_matches_fused_values_and_gradients() {
+    use crate::model::kernel_path::with_generic_ops;
+    let dev = Device::Cpu;
+    // (batch, c, h, w, c_out, k, stride, padding)
+    let cases = [
+        (2, 3, 9, 7, 4, 3, 1, 1),
+        (2, 3, 11, 10, 5, 7, 2, 3), // the stem's geometry, height and width of different parity
+        (2, 3, 57, 57, 4, 7, 2, 3), // the stem on an odd input
+        (2, 4, 8, 8, 6, 1, 2, 0),   // downsample on an even map: the last row is never read
+        (2, 4, 7, 7, 6, 1, 2, 0),   // downsample on an odd map
+        (2, 2, 6, 5, 3, 3, 2, 1),
+        (2, 2, 7, 8, 3, 3, 2, 1),
+        (1, 1, 2, 2, 2, 3, 1, 1),
+    ];
+    for (i, &(batch, c, h, w, cout, k, stride, padding)) in cases.iter().enumerate() {
+        for act in [Activation::Identity, Activation::Relu] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (batch, c, h, w), &dev).unwrap())
+                .unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (cout, c, k, k), &dev).unwrap())
+                .unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, cout, &dev).unwrap()).unwrap();
+            let run = || {
+                let y = conv2d_bias_act(
+                    x.as_tensor(),
+                    wt.as_tensor(),
+                    b.as_tensor(),
+                    stride,
+                    padding,
+                    act,
+                )
+                .unwrap();
+                let r = Tensor::ones(y.dims(), candle_core::DType::F32, &dev)
+                    .unwrap()
+                    .cumsum(3)
+                    .unwrap()
+                    .sin()
+                    .unwrap();
+                let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+                (y.clone(), [g(&x), g(&wt), g(&b)])
+            };
+            let (fused_y, fused_g) = run();
+            let (generic_y, generic_g) = with_generic_ops(run);
+            assert_eq!(fused_y.dims(), generic_y.dims(), "case {i}");
+            assert!(max_diff(&fused_y, &generic_y) < 1e-4, "case {i} {act:?}");
+            for (name, (a, e)) in ["x", "w", "b"].iter().zip(generic_g.iter().zip(&fused_g)) {
+                assert_eq!(a.dims(), e.dims(), "case {i} d{name}");
+                let scale = e
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let d = max_diff(a, e);
+                assert!(d <= 1e-4 * scale.max(1.0), "case {i} {act:?} d{name}: {d}");
+            }
+        }
+    }
+}
