@@ -59,7 +59,18 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--students", default="resnet18,vit-small")
     ap.add_argument("--save", default=None)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="cuda: convolutions in strict fp32 (PyTorch's default lets cuDNN use TF32 for them)",
+    )
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     results = {}
@@ -71,26 +82,29 @@ def main():
             os.makedirs(args.save, exist_ok=True)
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             save_file(state, os.path.join(args.save, f"{name}.safetensors"))
-        model.train()
+        model.to(dev).train()
         freeze_bn(model)
-        proj = nn.Linear(dim, 512)
+        proj = nn.Linear(dim, 512).to(dev)
         for p in proj.parameters():
             p.requires_grad_(False)
-        texts = F.normalize(torch.randn(65, 512), dim=-1)
+        texts = F.normalize(torch.randn(65, 512), dim=-1).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=5e-5)
         times = []
         for step in range(args.steps + 1):
+            # The batch is made on the host and moved inside the timed step, as a loader's would be.
             x = torch.randn(args.batch, 3, 224, 224)
-            image = F.normalize(torch.randn(args.batch, 512), dim=-1)
-            labels = torch.randint(0, 65, (args.batch,))
+            image = F.normalize(torch.randn(args.batch, 512), dim=-1).to(dev)
+            labels = torch.randint(0, 65, (args.batch,)).to(dev)
+            sync()
             start = time.perf_counter()
-            p = proj(model(x))
+            p = proj(model(x.to(dev)))
             cos_image = F.cosine_similarity(p, image, dim=-1).mean()
             cos_text = F.cosine_similarity(p, texts[labels], dim=-1).mean()
             loss = 0.5 * -cos_image + 0.5 * -cos_text
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sync()
             if step > 0:  # the first step warms up allocators and kernels
                 times.append(time.perf_counter() - start)
         results[name] = {"seconds": statistics.median(times), "steps": len(times)}
@@ -100,6 +114,7 @@ def main():
                 "torch": torch.__version__,
                 "threads": args.threads,
                 "batch": args.batch,
+                "device": args.device + (" strict fp32" if args.no_tf32 else ""),
                 "students": results,
             }
         )

@@ -136,12 +136,12 @@ impl Algorithm for AdipAlign {
         Ok(scores.chunks_exact(classes).map(argmax).collect())
     }
 
-    fn parameters(&self) -> Vec<NamedTensor> {
-        self.proj.parameters("proj.")
+    fn parameters(&self) -> Result<Vec<NamedTensor>> {
+        Ok(self.proj.parameters("proj."))
     }
 
-    fn state(&self) -> (Vec<NamedTensor>, u64) {
-        self.proj.state("proj.")
+    fn state(&self) -> Result<(Vec<NamedTensor>, u64)> {
+        Ok(self.proj.state("proj."))
     }
 
     fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()> {

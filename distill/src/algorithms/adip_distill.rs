@@ -197,12 +197,18 @@ mod tests {
 
     /// One Distill step (forward, loss, backward, Adam) of a student at 224×224, batch 16, timed as
     /// `tests/bench/student_step_torch.py` times PyTorch's: run by tests/bench/run_step_bench.sh with
-    /// `VL2V_STEP_WEIGHTS` = the directory of `<student>.safetensors` that script wrote.
+    /// `VL2V_STEP_WEIGHTS` = the directory of `<student>.safetensors` that script wrote;
+    /// `VL2V_STEP_DEVICE` (default `cpu`) and `VL2V_STEP_BATCH` (default 16) as that script's `--device` and
+    /// `--batch`. The batch is uploaded inside the timed step, and a GPU is synchronised before the clock stops.
     #[test]
     #[ignore = "benchmark: tests/bench/run_step_bench.sh"]
     fn student_step_timing() {
         let dir = std::env::var("VL2V_STEP_WEIGHTS").expect("VL2V_STEP_WEIGHTS");
-        let batch = 16;
+        let batch: usize = std::env::var("VL2V_STEP_BATCH").map_or(16, |b| b.parse().unwrap());
+        let dev = vl2v::model::device(
+            &std::env::var("VL2V_STEP_DEVICE").unwrap_or_else(|_| "cpu".into()),
+        )
+        .unwrap();
         let mut results = serde_json::Map::new();
         for name in ["resnet18", "resnet50", "vit-small", "vit-base"] {
             let path = Path::new(&dir).join(format!("{name}.safetensors"));
@@ -210,7 +216,6 @@ mod tests {
                 continue;
             }
             let config = StudentConfig::by_name(name).unwrap();
-            let dev = Device::Cpu;
             let backbone = Backbone::load(Arch::Student(config), &path, &dev).unwrap();
             let d = backbone.dim();
             let mut align = HashMap::new();
@@ -236,7 +241,7 @@ mod tests {
             let labels: Vec<usize> = (0..batch).map(|i| i * 7 % 65).collect();
             let mut times = Vec::new();
             for step in 0..4 {
-                let pixels = Tensor::randn(0f32, 1.0, batch * 3 * 224 * 224, &dev)
+                let pixels = Tensor::randn(0f32, 1.0, batch * 3 * 224 * 224, &Device::Cpu)
                     .unwrap()
                     .to_vec1::<f32>()
                     .unwrap();
@@ -252,6 +257,7 @@ mod tests {
                 let grads = loss.backward().unwrap();
                 let refs: Vec<&Var> = vars.iter().collect();
                 adam.step_vars(&refs, &grads).unwrap();
+                dev.synchronize().unwrap();
                 if step > 0 {
                     times.push(started.elapsed().as_secs_f64());
                 }
@@ -266,7 +272,8 @@ mod tests {
         }
         println!(
             "step-bench {}",
-            serde_json::json!({"batch": batch, "students": results})
+            serde_json::json!({"batch": batch, "device": vl2v::model::device_name(&dev),
+                "students": results})
         );
     }
 }

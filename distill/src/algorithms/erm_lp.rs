@@ -74,12 +74,12 @@ impl Algorithm for LinearProbe {
         self.classifier.forward(rows.student)
     }
 
-    fn parameters(&self) -> Vec<NamedTensor> {
-        self.classifier.parameters("classifier.")
+    fn parameters(&self) -> Result<Vec<NamedTensor>> {
+        Ok(self.classifier.parameters("classifier."))
     }
 
-    fn state(&self) -> (Vec<NamedTensor>, u64) {
-        self.classifier.state("classifier.")
+    fn state(&self) -> Result<(Vec<NamedTensor>, u64)> {
+        Ok(self.classifier.state("classifier."))
     }
 
     fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()> {

@@ -14,7 +14,8 @@ use candle_core::{Device, Tensor, Var};
 use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor};
 use crate::data::view_replay::ImageSource;
 use crate::training::trainable_backbone::{Arch, Backbone};
-use vl2v::train::Adam;
+use vl2v::model::kernel_path;
+use vl2v::train::{Adam, DeviceMoments};
 
 /// Images per forward pass when evaluating.
 const EVAL_BATCH: usize = 64;
@@ -55,6 +56,9 @@ pub struct FineTune {
     objective: Box<dyn Objective>,
     images: Arc<ImageSource>,
     adam: Adam,
+    /// Adam's moments on the device, where the backbone is not on the CPU (or the device-generic path is
+    /// forced); `adam`'s host buffers are then read back only for checkpoints.
+    moments: Option<DeviceMoments>,
     /// The backbone's variables, then the objective's: the optimiser's order.
     vars: Vec<(String, Var)>,
 }
@@ -79,6 +83,7 @@ impl FineTune {
             objective,
             images,
             adam: Adam::new(&sizes, lr, weight_decay),
+            moments: None,
             vars,
         }
     }
@@ -89,16 +94,12 @@ impl FineTune {
             .with_context(|| format!("loading the backbone {}", setup.weights.display()))
     }
 
-    fn named(&self) -> Vec<NamedTensor> {
+    fn named(&self) -> Result<Vec<NamedTensor>> {
         self.vars
             .iter()
             .map(|(name, var)| {
-                let values = var
-                    .as_tensor()
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .unwrap_or_default();
-                (name.clone(), var.dims().to_vec(), values)
+                let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                Ok((name.clone(), var.dims().to_vec(), values))
             })
             .collect()
     }
@@ -139,7 +140,18 @@ impl Algorithm for FineTune {
         if metrics.first().is_some_and(|(_, l)| l.is_finite()) {
             let grads = loss.backward()?;
             let vars: Vec<&Var> = self.vars.iter().map(|(_, v)| v).collect();
-            self.adam.step_vars(&vars, &grads)?;
+            let device = vars[0].device();
+            if device.is_cpu() && !kernel_path::generic_forced() {
+                self.adam.step_vars(&vars, &grads)?;
+            } else {
+                let moments = match &mut self.moments {
+                    Some(moments) => moments,
+                    None => self
+                        .moments
+                        .insert(DeviceMoments::upload(&self.adam, device)?),
+                };
+                self.adam.step_on_device(&vars, &grads, moments)?;
+            }
         }
         Ok(metrics)
     }
@@ -155,16 +167,25 @@ impl Algorithm for FineTune {
         Ok(logits)
     }
 
-    fn parameters(&self) -> Vec<NamedTensor> {
-        let mut out = self.named();
+    fn parameters(&self) -> Result<Vec<NamedTensor>> {
+        let mut out = self.named()?;
         out.extend(self.objective.constants());
-        out
+        Ok(out)
     }
 
-    fn state(&self) -> (Vec<NamedTensor>, u64) {
-        let mut out = self.named();
+    fn state(&self) -> Result<(Vec<NamedTensor>, u64)> {
+        let mut out = self.named()?;
+        let on_device = self
+            .moments
+            .as_ref()
+            .map(DeviceMoments::download)
+            .transpose()?;
+        let (m, v) = match &on_device {
+            Some((m, v)) => (m, v),
+            None => (&self.adam.m, &self.adam.v),
+        };
         for (i, (name, var)) in self.vars.iter().enumerate() {
-            for (kind, buf) in [("m", &self.adam.m[i]), ("v", &self.adam.v[i])] {
+            for (kind, buf) in [("m", &m[i]), ("v", &v[i])] {
                 out.push((
                     format!("adam.{kind}.{name}"),
                     var.dims().to_vec(),
@@ -172,7 +193,7 @@ impl Algorithm for FineTune {
                 ));
             }
         }
-        (out, self.adam.t)
+        Ok((out, self.adam.t))
     }
 
     fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()> {
@@ -191,6 +212,8 @@ impl Algorithm for FineTune {
             }
         }
         self.adam.t = steps;
+        // Uploaded afresh from the restored host buffers at the next step.
+        self.moments = None;
         Ok(())
     }
 

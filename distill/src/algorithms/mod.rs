@@ -89,15 +89,15 @@ pub trait Algorithm: Send {
             .collect())
     }
     /// The model's parameters (model.safetensors).
-    fn parameters(&self) -> Vec<NamedTensor>;
+    fn parameters(&self) -> Result<Vec<NamedTensor>>;
     /// Parameters and optimiser moments (the resume checkpoint), and the optimiser's step count.
-    fn state(&self) -> (Vec<NamedTensor>, u64);
+    fn state(&self) -> Result<(Vec<NamedTensor>, u64)>;
     /// Restores what [`Algorithm::state`] returned.
     fn load_state(&mut self, tensors: &HashMap<String, Vec<f32>>, steps: u64) -> Result<()>;
     /// The trainable parameters as named CPU tensors (what SWAD averages after every step): one copy of
     /// each parameter buffer, moved into its tensor.
     fn params(&self) -> Result<Vec<(String, candle_core::Tensor)>> {
-        self.parameters()
+        self.parameters()?
             .into_iter()
             .map(|(name, shape, values)| {
                 Ok((

@@ -56,16 +56,16 @@ impl Algorithm for ZeroShot {
         self.head.logits(rows.teacher)
     }
 
-    fn parameters(&self) -> Vec<NamedTensor> {
-        vec![(
+    fn parameters(&self) -> Result<Vec<NamedTensor>> {
+        Ok(vec![(
             "head.weight".into(),
             vec![self.classes, self.dim],
             self.head.weight().to_vec(),
-        )]
+        )])
     }
 
-    fn state(&self) -> (Vec<NamedTensor>, u64) {
-        (Vec::new(), 0)
+    fn state(&self) -> Result<(Vec<NamedTensor>, u64)> {
+        Ok((Vec::new(), 0))
     }
 
     fn load_state(&mut self, _tensors: &HashMap<String, Vec<f32>>, _steps: u64) -> Result<()> {

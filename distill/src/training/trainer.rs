@@ -420,12 +420,12 @@ impl<'r, 'd> Run<'r, 'd> {
             let meta = json!({"step": step});
             save_tensors(
                 &self.dir.join(MODEL),
-                &self.algorithm.parameters(),
+                &self.algorithm.parameters()?,
                 Some(&meta),
             )?;
         }
         if let (Some(sampler), false) = (sampler, swad_running) {
-            let (tensors, adam_t) = self.algorithm.state();
+            let (tensors, adam_t) = self.algorithm.state()?;
             let meta = json!({"args": self.args_text, "step": step, "adam_t": adam_t, "rng": sampler.rng.state});
             save_tensors(&self.dir.join(CHECKPOINT), &tensors, Some(&meta))?;
         }

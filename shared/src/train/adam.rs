@@ -91,6 +91,79 @@ impl Adam {
     }
 }
 
+/// Adam's moments on the parameters' device (a GPU), so that a step there moves no parameter, gradient or
+/// moment through host memory. Made from (and read back into) the host buffers of [`Adam`], which stay the
+/// checkpointed state.
+pub struct DeviceMoments {
+    m: Vec<candle_core::Tensor>,
+    v: Vec<candle_core::Tensor>,
+}
+
+impl DeviceMoments {
+    /// The moments of `adam` on `device`.
+    pub fn upload(adam: &Adam, device: &candle_core::Device) -> candle_core::Result<Self> {
+        let up = |bufs: &[Vec<f32>]| {
+            bufs.iter()
+                .map(|b| candle_core::Tensor::from_slice(b, b.len(), device))
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
+        Ok(DeviceMoments {
+            m: up(&adam.m)?,
+            v: up(&adam.v)?,
+        })
+    }
+
+    /// The moments in host memory, one buffer per parameter: (m, v).
+    #[allow(clippy::type_complexity)]
+    pub fn download(&self) -> candle_core::Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        let down = |ts: &[candle_core::Tensor]| {
+            ts.iter()
+                .map(|t| t.to_vec1::<f32>())
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
+        Ok((down(&self.m)?, down(&self.v)?))
+    }
+}
+
+impl Adam {
+    /// [`Adam::step_vars`] as tensor operations on the variables' own device, with the moments of `moments`
+    /// (torch's formula; on a GPU the rounding differs from the host path's by a few ulps).
+    pub fn step_on_device(
+        &mut self,
+        vars: &[&candle_core::Var],
+        grads: &candle_core::backprop::GradStore,
+        moments: &mut DeviceMoments,
+    ) -> candle_core::Result<()> {
+        assert_eq!(
+            vars.len(),
+            moments.m.len(),
+            "one moment buffer per variable"
+        );
+        let u = self.begin_step();
+        let (b1, b2) = (f64::from(u.beta1), f64::from(u.beta2));
+        for (i, var) in vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let p = var.as_tensor().flatten_all()?;
+            let mut g = g.flatten_all()?;
+            if u.weight_decay != 0.0 {
+                g = (g + p.affine(f64::from(u.weight_decay), 0.0)?)?;
+            }
+            let m = (moments.m[i].affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
+            let v = (moments.v[i].affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+            let denom = v
+                .sqrt()?
+                .affine(1.0 / f64::from(u.bc2_sqrt), f64::from(u.eps))?;
+            let p = (p - (m.affine(f64::from(u.step_size), 0.0)? / denom)?)?;
+            var.set(&p.reshape(var.shape())?)?;
+            moments.m[i] = m;
+            moments.v[i] = v;
+        }
+        Ok(())
+    }
+}
+
 /// The coefficients of one Adam step (from [`Adam::begin_step`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamUpdate {
@@ -174,6 +247,74 @@ mod tests {
         );
         assert!((want2 - 0.936_610).abs() < 1e-5);
         assert_eq!(adam.t, 2);
+    }
+
+    /// The device path (tensor operations; on the CPU, or on `VL2V_TEST_DEVICE` in a CUDA build: see
+    /// tests/cuda/gpu_check.sh) takes the host path's steps, weight decay and a variable without a gradient
+    /// included, and its moments read back as the host path's.
+    #[test]
+    fn device_steps_match_host_steps() {
+        use candle_core::{Device, Tensor, Var};
+        let gpu = crate::model::device(
+            &std::env::var("VL2V_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
+        )
+        .unwrap();
+        // A GPU's division and square root may round differently from the CPU's.
+        let tol = if gpu.is_cpu() { 1e-6 } else { 1e-5 };
+        let init = |dev: &Device| {
+            let a = Var::from_tensor(
+                &Tensor::arange(0f32, 6.0, dev)
+                    .unwrap()
+                    .affine(0.3, 0.1)
+                    .unwrap()
+                    .reshape((2, 3))
+                    .unwrap(),
+            )
+            .unwrap();
+            let b = Var::from_tensor(&Tensor::new(&[0.5f32, -1.5], dev).unwrap()).unwrap();
+            let idle = Var::from_tensor(&Tensor::new(&[7.0f32], dev).unwrap()).unwrap();
+            [a, b, idle]
+        };
+        let (host, device) = (init(&Device::Cpu), init(&gpu));
+        let mut host_adam = Adam::new(&[6, 2, 1], 0.05, 0.01);
+        let mut device_adam = host_adam.clone();
+        let mut moments = DeviceMoments::upload(&device_adam, &gpu).unwrap();
+        for step in 0..5 {
+            let c = step as f64 * 0.7 - 1.0;
+            let loss = |vars: &[Var; 3]| {
+                let a = vars[0].as_tensor().sqr().unwrap().sum_all().unwrap();
+                let b = vars[1].as_tensor().affine(c, 0.0).unwrap().exp().unwrap();
+                (a + b.sum_all().unwrap()).unwrap().backward().unwrap()
+            };
+            let (gh, gd) = (loss(&host), loss(&device));
+            host_adam
+                .step_vars(&host.iter().collect::<Vec<_>>(), &gh)
+                .unwrap();
+            device_adam
+                .step_on_device(&device.iter().collect::<Vec<_>>(), &gd, &mut moments)
+                .unwrap();
+        }
+        for (h, d) in host.iter().zip(&device) {
+            let (h, d) = (
+                h.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                d.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            for (x, y) in h.iter().zip(&d) {
+                assert!((x - y).abs() <= tol * x.abs().max(1.0), "{h:?} vs {d:?}");
+            }
+        }
+        assert_eq!(device[2].to_vec1::<f32>().unwrap(), [7.0]);
+        let (m, v) = moments.download().unwrap();
+        for (a, b) in m
+            .iter()
+            .chain(&v)
+            .zip(host_adam.m.iter().chain(&host_adam.v))
+        {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= tol * y.abs().max(1e-3), "{a:?} vs {b:?}");
+            }
+        }
+        assert_eq!(device_adam.t, host_adam.t);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Result;
 use candle_core::Var;
 use candle_nn::VarMap;
 
-pub use adam::Adam;
+pub use adam::{Adam, DeviceMoments};
 
 /// The variables of `varmap` sorted by name: the order optimisers and checkpoints use.
 pub fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
