@@ -351,3 +351,55 @@ fn a_deit_student_cache_aligns_and_distills() {
         values(&pretrained["dist_token"])
     );
 }
+
+/// The prefetching loader changes nothing but speed: the same records and the same model with 0, 1 and 3
+/// loader threads, and `--workers` stays out of the recorded arguments (a run may resume with another
+/// number).
+#[test]
+fn loader_workers_do_not_change_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 4, "2", "test-resnet-basic", &weights);
+    let (t, s) = (teacher.to_str().unwrap(), student.to_str().unwrap());
+    let mut outputs = Vec::new();
+    for workers in ["0", "1", "3"] {
+        let out = tmp.path().join(format!("runs{workers}"));
+        let (ok, _, stderr) = distill(&[
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            out.to_str().unwrap(),
+            "--algorithm",
+            "erm-ft",
+            "--test-domain",
+            "photo",
+            "--steps",
+            "4",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "3",
+            "--lr",
+            "1e-3",
+            "--workers",
+            workers,
+        ]);
+        assert!(ok, "--workers {workers}: {stderr}");
+        let dir = out.join("toy/erm-ft/photo/seed0");
+        let mut recs = records(&dir);
+        for r in &mut recs {
+            assert!(r["args"].get("workers").is_none(), "{r}");
+            // Paths differ by the output folder only.
+            r["args"]["cache"] = Value::Null;
+        }
+        outputs.push((recs, fs::read(dir.join("model.safetensors")).unwrap()));
+    }
+    assert_eq!(outputs[0].0.len(), 3, "steps 0, 2 and 3");
+    for (i, other) in outputs.iter().enumerate().skip(1) {
+        assert_eq!(other.0, outputs[0].0, "records with workers #{i}");
+        assert!(other.1 == outputs[0].1, "model with workers #{i}");
+    }
+}

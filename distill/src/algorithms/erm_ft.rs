@@ -53,6 +53,6 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         hparams.weight_decay,
         backbone,
         Box::new(Erm { head }),
-        spec.images.clone(),
+        spec.loader()?,
     )))
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 
 use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor};
+use crate::data::loader::Loader;
 use crate::data::view_replay::ImageSource;
 use crate::training::trainable_backbone::{Arch, Backbone};
 use vl2v::model::kernel_path;
@@ -28,6 +29,8 @@ pub struct BackboneSetup {
     /// The dataset's images, replayed with the backbone's preprocessing.
     pub images: Arc<ImageSource>,
     pub device: Device,
+    /// Image loader threads (`--workers`; 0: none, batches are made on the compute's pool when asked).
+    pub workers: usize,
     /// adip-distill: the selected parameters of the Align run of the same held-out domain.
     pub align: Option<HashMap<String, Vec<f32>>>,
 }
@@ -49,12 +52,19 @@ pub trait Objective: Send {
     }
 }
 
+impl BackboneSetup {
+    /// A loader of this setup's images with its workers.
+    pub fn loader(&self) -> Result<Loader> {
+        Loader::new(Arc::clone(&self.images), self.workers)
+    }
+}
+
 pub struct FineTune {
     hparams: serde_json::Value,
     batch_size: usize,
     backbone: Backbone,
     objective: Box<dyn Objective>,
-    images: Arc<ImageSource>,
+    loader: Loader,
     adam: Adam,
     /// Adam's moments on the device, where the backbone is not on the CPU (or the device-generic path is
     /// forced); `adam`'s host buffers are then read back only for checkpoints.
@@ -71,7 +81,7 @@ impl FineTune {
         weight_decay: f64,
         backbone: Backbone,
         objective: Box<dyn Objective>,
-        images: Arc<ImageSource>,
+        loader: Loader,
     ) -> Self {
         let mut vars = backbone.vars().to_vec();
         vars.extend(objective.vars());
@@ -81,7 +91,7 @@ impl FineTune {
             batch_size,
             backbone,
             objective,
-            images,
+            loader,
             adam: Adam::new(&sizes, lr, weight_decay),
             moments: None,
             vars,
@@ -130,11 +140,16 @@ impl Algorithm for FineTune {
         self.batch_size
     }
 
+    fn prefetch(&mut self, next: &[(usize, usize)]) {
+        self.loader.prefetch(next);
+    }
+
     fn update(&mut self, batch: &Batch) -> Result<Metrics> {
-        let pixels = self.images.pixels(batch.picks)?;
-        let features =
-            self.backbone
-                .forward_train(&pixels, batch.picks.len(), self.images.size())?;
+        let pixels = self.loader.batch(batch.picks)?;
+        let size = self.loader.images().size();
+        let features = self
+            .backbone
+            .forward_train(&pixels, batch.picks.len(), size)?;
         let (loss, metrics) = self.objective.loss(&features, batch)?;
         // A non-finite loss is reported (the trainer stops with an error) and never applied.
         if metrics.first().is_some_and(|(_, l)| l.is_finite()) {
@@ -158,12 +173,18 @@ impl Algorithm for FineTune {
 
     fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>> {
         let snapshot = self.backbone.snapshot()?;
+        let size = self.loader.images().size();
+        let chunks: Vec<Vec<(usize, usize)>> = rows
+            .images
+            .chunks(EVAL_BATCH)
+            .map(|chunk| chunk.iter().map(|&i| (i, 0)).collect())
+            .collect();
         let mut logits = Vec::new();
-        for chunk in rows.images.chunks(EVAL_BATCH) {
-            let pixels = self.images.view0(chunk)?;
-            let features = snapshot.features(&pixels, chunk.len(), self.images.size())?;
+        self.loader.pipelined(&chunks, |i, pixels| {
+            let features = snapshot.features(&pixels, chunks[i].len(), size)?;
             logits.extend(self.objective.logits(&features)?);
-        }
+            Ok(())
+        })?;
         Ok(logits)
     }
 

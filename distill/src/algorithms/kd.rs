@@ -100,6 +100,6 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
             lambda: hparams.lambda,
             temperature: hparams.temperature,
         }),
-        spec.images.clone(),
+        spec.loader()?,
     )))
 }

@@ -75,6 +75,9 @@ pub trait Algorithm: Send {
     fn hparams(&self) -> serde_json::Value;
     /// Images per training domain per step; 0 for algorithms that do not train.
     fn batch_size(&self) -> usize;
+    /// The picks of the step after the next [`Algorithm::update`], drawn ahead: an algorithm that reads
+    /// images may start loading them while that update computes.
+    fn prefetch(&mut self, _next: &[(usize, usize)]) {}
     /// One optimisation step.
     fn update(&mut self, batch: &Batch) -> Result<Metrics>;
     /// Logits `[n, C]` of evaluation rows.

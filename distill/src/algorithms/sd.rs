@@ -29,6 +29,6 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         hparams.weight_decay,
         backbone,
         Box::new(objective),
-        spec.images.clone(),
+        spec.loader()?,
     )))
 }

@@ -119,6 +119,12 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub device: String,
 
+    /// Backbone algorithms: image loader threads, which decode, replay and preprocess the next batch while
+    /// the current one computes (results do not depend on their number) [default: 0 on the CPU, where the
+    /// compute uses every core; every core beside a GPU].
+    #[arg(long)]
+    pub workers: Option<usize>,
+
     /// Seeds parameter initialisation and minibatch sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -381,6 +387,11 @@ impl<'a> Experiment<'a> {
                 args.data_root.as_deref(),
                 paths,
                 &device,
+                args.workers.unwrap_or(if device.is_cpu() {
+                    0
+                } else {
+                    std::thread::available_parallelism().map_or(1, usize::from)
+                }),
             )?)
         } else {
             None

@@ -7,6 +7,7 @@
 //! caches must hold the same images with the same views.
 
 pub mod cache_tables;
+pub mod loader;
 mod view_file;
 pub mod view_replay;
 mod view_table;
@@ -79,12 +80,23 @@ impl Sampler {
 
     /// The next minibatch as `(image, view)` pairs, written into `out` (cleared first).
     pub fn next_batch(&mut self, out: &mut Vec<(usize, usize)>) {
+        let mut rng = self.rng;
+        self.draw(&mut rng, out);
+        self.rng = rng;
+    }
+
+    /// The minibatch [`Sampler::next_batch`] will give next, without drawing it.
+    pub fn peek_batch(&self, out: &mut Vec<(usize, usize)>) {
+        self.draw(&mut { self.rng }, out);
+    }
+
+    fn draw(&self, rng: &mut SplitMix64, out: &mut Vec<(usize, usize)>) {
         out.clear();
         for pool in &self.pools {
             for _ in 0..self.batch_size {
-                let image = pool[self.rng.below(pool.len())];
+                let image = pool[rng.below(pool.len())];
                 let view = if self.augmented_views > 0 {
-                    1 + self.rng.below(self.augmented_views)
+                    1 + rng.below(self.augmented_views)
                 } else {
                     0
                 };

@@ -75,12 +75,6 @@ impl ImageSource {
             })?;
         Ok(out)
     }
-
-    /// View 0 of `images`.
-    pub fn view0(&self, images: &[usize]) -> Result<Vec<f32>> {
-        let picks: Vec<(usize, usize)> = images.iter().map(|&i| (i, 0)).collect();
-        self.pixels(&picks)
-    }
 }
 
 #[cfg(test)]

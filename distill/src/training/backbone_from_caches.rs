@@ -27,6 +27,7 @@ pub fn backbone_setup(
     data_root: Option<&Path>,
     paths: &[String],
     device: &Device,
+    workers: usize,
 ) -> Result<BackboneSetup> {
     let (arch, weights, preprocess) = match input {
         Input::StudentImages => {
@@ -65,6 +66,7 @@ pub fn backbone_setup(
         weights,
         images: Arc::new(images),
         device: device.clone(),
+        workers,
         align: None,
     })
 }

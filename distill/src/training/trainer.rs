@@ -180,7 +180,7 @@ fn run_on_pool(
     let mut batch = BatchBuffers::default();
     for step in start..steps {
         if let Some(sampler) = sampler.as_mut() {
-            run.train_step(step, sampler, &mut batch)?;
+            run.train_step(step, sampler, &mut batch, step + 1 < steps)?;
             if let Some(swad) = swad.as_mut() {
                 swad.after_step(step as u64, &run.algorithm.params()?)?;
             }
@@ -213,6 +213,8 @@ fn run_on_pool(
 #[derive(Default)]
 struct BatchBuffers {
     picks: Vec<(usize, usize)>,
+    /// The next step's picks, for the algorithm's prefetch.
+    next: Vec<(usize, usize)>,
     student: Vec<f32>,
     teacher: Vec<f32>,
     labels: Vec<usize>,
@@ -327,9 +329,15 @@ impl<'r, 'd> Run<'r, 'd> {
         step: usize,
         sampler: &mut Sampler,
         batch: &mut BatchBuffers,
+        another_follows: bool,
     ) -> Result<()> {
         let data = self.data;
         sampler.next_batch(&mut batch.picks);
+        if another_follows {
+            // Drawn again by the next step's `next_batch`, so checkpoints keep the sampler as it was.
+            sampler.peek_batch(&mut batch.next);
+            self.algorithm.prefetch(&batch.next);
+        }
         // Rows picked at random from tables far larger than the caches: the two copies wait on memory
         // and overlap well.
         let BatchBuffers {
@@ -337,6 +345,7 @@ impl<'r, 'd> Run<'r, 'd> {
             student,
             teacher,
             labels,
+            ..
         } = batch;
         rayon::join(
             || {

@@ -1,0 +1,176 @@
+//! The image loader of the backbone algorithms: decoding, view replay and preprocessing on a pool of
+//! `--workers` threads of its own, one batch ahead of the compute, so that a GPU never waits for the CPU.
+//! Training: the trainer names the next step's picks ([`Loader::prefetch`]) before the current step
+//! computes. Evaluation: [`Loader::pipelined`] prepares chunk i+1 while chunk i runs. The queue holds one
+//! batch. Every image's pixels depend only on (image, view), never on which thread made them or when, so
+//! results do not depend on the number of workers. With 0 workers (the CPU's default: there the compute
+//! already uses every core) batches are made when asked, on the caller's pool.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+
+use super::view_replay::ImageSource;
+
+type Picks = Vec<(usize, usize)>;
+
+pub struct Loader {
+    images: Arc<ImageSource>,
+    pool: Option<rayon::ThreadPool>,
+    /// The batch being made ahead: its picks and where its pixels arrive.
+    pending: Option<(Picks, Receiver<Result<Vec<f32>>>)>,
+}
+
+impl Loader {
+    pub fn new(images: Arc<ImageSource>, workers: usize) -> Result<Self> {
+        let pool = if workers == 0 {
+            None
+        } else {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(workers)
+                    .thread_name(|i| format!("vl2v-loader-{i}"))
+                    .build()
+                    .context("cannot start the loader's worker threads")?,
+            )
+        };
+        Ok(Loader {
+            images,
+            pool,
+            pending: None,
+        })
+    }
+
+    pub fn images(&self) -> &ImageSource {
+        &self.images
+    }
+
+    /// Starts making the pixels of `picks` on the workers, returning where they will arrive.
+    fn spawn(&self, pool: &rayon::ThreadPool, picks: Picks) -> Receiver<Result<Vec<f32>>> {
+        let (tx, rx) = sync_channel(1);
+        let images = Arc::clone(&self.images);
+        // The batch's images are spread over the workers by `pixels`' own parallel loop (this pool's).
+        pool.spawn(move || {
+            let _ = tx.send(images.pixels(&picks));
+        });
+        rx
+    }
+
+    /// Starts the next training batch (no-op without workers). A batch prefetched but never asked for is
+    /// dropped.
+    pub fn prefetch(&mut self, picks: &[(usize, usize)]) {
+        if let Some(pool) = &self.pool {
+            let rx = self.spawn(pool, picks.to_vec());
+            self.pending = Some((picks.to_vec(), rx));
+        }
+    }
+
+    /// The preprocessed pixels of `picks`: the prefetched batch when it is this one, else made now.
+    pub fn batch(&mut self, picks: &[(usize, usize)]) -> Result<Vec<f32>> {
+        if let Some((ahead, rx)) = self.pending.take() {
+            if ahead == picks {
+                return received(rx);
+            }
+        }
+        match &self.pool {
+            Some(pool) => pool.install(|| self.images.pixels(picks)),
+            None => self.images.pixels(picks),
+        }
+    }
+
+    /// Calls `each` on the pixels of every chunk of `batches` in order, making chunk i+1 while `each` runs on
+    /// chunk i.
+    pub fn pipelined(
+        &self,
+        batches: &[Vec<(usize, usize)>],
+        mut each: impl FnMut(usize, Vec<f32>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(pool) = &self.pool else {
+            for (i, picks) in batches.iter().enumerate() {
+                each(i, self.images.pixels(picks)?)?;
+            }
+            return Ok(());
+        };
+        let mut next = batches.first().map(|p| self.spawn(pool, p.clone()));
+        for i in 0..batches.len() {
+            let rx = next.take().expect("one batch in flight");
+            next = batches.get(i + 1).map(|p| self.spawn(pool, p.clone()));
+            each(i, received(rx)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn received(rx: Receiver<Result<Vec<f32>>>) -> Result<Vec<f32>> {
+    rx.recv()
+        .map_err(|_| anyhow!("an image loader thread stopped without a result"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vl2v::image::Preprocess;
+
+    fn source(dir: &std::path::Path) -> Arc<ImageSource> {
+        let mut paths = Vec::new();
+        for k in 0..6u32 {
+            let img = image::RgbImage::from_fn(30 + k, 20 + 2 * k, |x, y| {
+                image::Rgb([(x * 7 + k) as u8, (y * 11) as u8, ((x + y) * 3) as u8])
+            });
+            std::fs::create_dir_all(dir.join("d/c")).unwrap();
+            let rel = format!("d/c/{k}.png");
+            img.save(dir.join(&rel)).unwrap();
+            paths.push(rel);
+        }
+        Arc::new(ImageSource::new(dir, &paths, 5, Preprocess::vl2v(16)).unwrap())
+    }
+
+    /// Every worker count gives the synchronous batches: prefetched, asked for without a prefetch, after
+    /// a prefetch of other picks (dropped), and pipelined.
+    #[test]
+    fn batches_do_not_depend_on_workers_or_prefetching() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = source(dir.path());
+        let steps: Vec<Picks> = vec![
+            vec![(0, 1), (3, 2), (5, 0), (0, 1)],
+            vec![(2, 0), (1, 3), (4, 1), (5, 2)],
+            vec![(3, 3), (3, 0), (1, 1), (2, 2)],
+        ];
+        let want: Vec<Vec<f32>> = steps.iter().map(|p| images.pixels(p).unwrap()).collect();
+        for workers in [0, 1, 3] {
+            let mut loader = Loader::new(Arc::clone(&images), workers).unwrap();
+            assert_eq!(loader.batch(&steps[0]).unwrap(), want[0], "{workers}");
+            loader.prefetch(&steps[1]);
+            assert_eq!(loader.batch(&steps[1]).unwrap(), want[1], "{workers}");
+            loader.prefetch(&steps[0]);
+            assert_eq!(loader.batch(&steps[2]).unwrap(), want[2], "{workers}");
+            let mut got = Vec::new();
+            loader
+                .pipelined(&steps, |i, pixels| {
+                    got.push((i, pixels));
+                    Ok(())
+                })
+                .unwrap();
+            let order: Vec<usize> = got.iter().map(|(i, _)| *i).collect();
+            assert_eq!(order, [0, 1, 2]);
+            for (i, pixels) in got {
+                assert_eq!(pixels, want[i], "{workers} workers, chunk {i}");
+            }
+        }
+    }
+
+    /// A batch whose image cannot be read fails with its path, prefetched or not.
+    #[test]
+    fn a_missing_image_fails_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = source(dir.path());
+        std::fs::remove_file(dir.path().join("d/c/4.png")).unwrap();
+        for workers in [0, 2] {
+            let mut loader = Loader::new(Arc::clone(&images), workers).unwrap();
+            loader.prefetch(&[(4, 0)]);
+            let err = format!("{:#}", loader.batch(&[(4, 0)]).unwrap_err());
+            assert!(err.contains("4.png"), "{err}");
+        }
+    }
+}
