@@ -174,3 +174,63 @@ mod tests {
         }
     }
 }
+
+/// Throughput of the loader alone, timed as `tests/bench/loader_torch.py` times a PyTorch `DataLoader`
+/// doing the same work (decode, DomainBed's augmentation of a drawn view, squash to 224² bilinear,
+/// ImageNet normalisation): run by tests/bench/run_loader_bench.sh with `VL2V_LOADER_IMAGES` (a folder of
+/// JPEGs) and `VL2V_LOADER_WORKERS`. Every image once, in batches of 32, each batch prefetched while the
+/// previous one is handed over.
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use vl2v::image::Preprocess;
+
+    #[test]
+    #[ignore = "benchmark: tests/bench/run_loader_bench.sh"]
+    fn loader_throughput() {
+        let root = std::path::PathBuf::from(std::env::var("VL2V_LOADER_IMAGES").unwrap());
+        let workers: usize = std::env::var("VL2V_LOADER_WORKERS").map_or(2, |w| w.parse().unwrap());
+        let mut paths = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "jpg") {
+                    let rel = path
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    paths.push(rel);
+                }
+            }
+        }
+        paths.sort();
+        let images = Arc::new(ImageSource::new(&root, &paths, 0, Preprocess::vl2v(224)).unwrap());
+        let batches: Vec<Picks> = (0..paths.len())
+            .map(|i| (i, 1 + i % 8))
+            .collect::<Vec<_>>()
+            .chunks(32)
+            .map(<[_]>::to_vec)
+            .collect();
+        let mut loader = Loader::new(images, workers).unwrap();
+        let started = std::time::Instant::now();
+        let mut checksum = 0.0f64;
+        for (i, picks) in batches.iter().enumerate() {
+            if let Some(next) = batches.get(i + 1) {
+                loader.prefetch(next);
+            }
+            let pixels = loader.batch(picks).unwrap();
+            checksum += f64::from(pixels[0]);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "loader-bench {}",
+            serde_json::json!({"images": paths.len(), "workers": workers, "seconds": seconds,
+                "images_per_s": paths.len() as f64 / seconds, "checksum": checksum})
+        );
+    }
+}
