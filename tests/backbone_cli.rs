@@ -131,6 +131,7 @@ fn align_then_distill_kd_erm_ft_and_sd_train_resume_and_report() {
         }
         // --device auto: a build without CUDA trains on the CPU, and says so in every record.
         assert_eq!(r["device"], "cpu", "{r}");
+        assert_eq!(r["precision"], "fp32", "{r}");
         assert!(r["args"]["align_model"]
             .as_str()
             .unwrap()

@@ -95,6 +95,12 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub device: String,
 
+    /// How a GPU multiplies f32 matrices: fp32 (the official code's) or tf32 (TensorFloat-32 tensor cores:
+    /// inputs rounded to a 10-bit mantissa, f32 accumulation; faster, slightly different numbers). No effect
+    /// on the CPU.
+    #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
+    pub precision: vl2v::model::Precision,
+
     /// Embed only shard I of N (0-based, 0 <= I < N, e.g. 2/8): a deterministic 1/N of the parts, so
     /// shards can run on separate machines into one cache directory. The manifest is written by the shard
     /// that finds all parts present.

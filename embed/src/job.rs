@@ -118,10 +118,12 @@ fn prepare(args: &Args) -> Result<Job> {
     let files = resolve(&args.model, args.revision.as_deref(), needs)?;
     let weights_sha256 = weights_sha256(&files.weights)?;
     let device = device(&args.device)?;
+    args.precision.apply();
     eprintln!(
-        "device: {} (--device {})",
+        "device: {} (--device {}), precision {}",
         device_name(&device),
-        args.device
+        args.device,
+        args.precision.name()
     );
     let encoder = match args.encoder {
         EncoderKind::Teacher => Encoder::Teacher(Box::new(ClipTeacher::load(&files, &device)?)),

@@ -44,6 +44,9 @@ timeout 90 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --
 VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 timeout 200 /tmp/bin/distill_tests \
     --ignored --exact --nocapture algorithms::adip_distill::tests::student_step_timing ||
     echo "VL2V STEP FAILED rc=$?"
+VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISION=tf32 timeout 120 \
+    /tmp/bin/distill_tests --ignored --exact --nocapture algorithms::adip_distill::tests::student_step_timing ||
+    echo "VL2V TF32 STEP FAILED rc=$?"
 nvidia-smi --query-gpu=memory.used --format=csv
 
 say "3. embed on the GPU (tests/cuda/device_check.sh)"

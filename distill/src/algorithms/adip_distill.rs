@@ -199,7 +199,7 @@ mod tests {
     /// `tests/bench/student_step_torch.py` times PyTorch's: run by tests/bench/run_step_bench.sh with
     /// `VL2V_STEP_WEIGHTS` = the directory of `<student>.safetensors` that script wrote;
     /// `VL2V_STEP_DEVICE` (default `cpu`) and `VL2V_STEP_BATCH` (default 16) as that script's `--device` and
-    /// `--batch`. The batch is uploaded inside the timed step, and a GPU is synchronised before the clock stops.
+    /// `--batch`, `VL2V_STEP_PRECISION` (default `fp32`) as `--precision`. The batch is uploaded inside the timed step, and a GPU is synchronised before the clock stops.
     #[test]
     #[ignore = "benchmark: tests/bench/run_step_bench.sh"]
     fn student_step_timing() {
@@ -209,6 +209,10 @@ mod tests {
             &std::env::var("VL2V_STEP_DEVICE").unwrap_or_else(|_| "cpu".into()),
         )
         .unwrap();
+        let precision: vl2v::model::Precision = std::env::var("VL2V_STEP_PRECISION")
+            .map_or(Ok(vl2v::model::Precision::Fp32), |p| p.parse())
+            .unwrap();
+        precision.apply();
         let mut results = serde_json::Map::new();
         for name in ["resnet18", "resnet50", "vit-small", "vit-base"] {
             let path = Path::new(&dir).join(format!("{name}.safetensors"));
@@ -273,6 +277,7 @@ mod tests {
         println!(
             "step-bench {}",
             serde_json::json!({"batch": batch, "device": vl2v::model::device_name(&dev),
+                "precision": precision.name(),
                 "students": results})
         );
     }

@@ -119,6 +119,12 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub device: String,
 
+    /// Backbone algorithms: how a GPU multiplies f32 matrices: fp32 (the official code's) or tf32
+    /// (TensorFloat-32 tensor cores: inputs rounded to a 10-bit mantissa, f32 accumulation; faster, slightly
+    /// different numbers). No effect on the CPU. Recorded with the device in every results.jsonl line.
+    #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
+    pub precision: vl2v::model::Precision,
+
     /// Backbone algorithms: image loader threads, which decode, replay and preprocess the next batch while
     /// the current one computes (results do not depend on their number) [default: 0 on the CPU, where the
     /// compute uses every core; every core beside a GPU].
@@ -374,10 +380,12 @@ impl<'a> Experiment<'a> {
         });
         let backbone = if entry.trains_backbone() {
             let device = vl2v::model::device(&args.device)?;
+            args.precision.apply();
             eprintln!(
-                "device: {} (--device {})",
+                "device: {} (--device {}), precision {}",
                 vl2v::model::device_name(&device),
-                args.device
+                args.device,
+                args.precision.name()
             );
             Some(backbone_setup(
                 entry.input,
@@ -473,7 +481,7 @@ impl<'a> Experiment<'a> {
             device: self
                 .backbone
                 .as_ref()
-                .map(|b| vl2v::model::device_name(&b.device)),
+                .map(|b| (vl2v::model::device_name(&b.device), args.precision.name())),
         };
         let data = RunData {
             labels: self.teacher.images.labels(),

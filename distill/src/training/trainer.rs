@@ -62,9 +62,9 @@ pub struct RunConfig {
     pub model_save: u64,
     /// Draw from the first `views` views of each image (view 0 included) instead of all the cache holds.
     pub views: Option<usize>,
-    /// The device a backbone trains on, recorded in every record (not in `args`: a run may resume on
-    /// another device).
-    pub device: Option<String>,
+    /// The device a backbone trains on and its `--precision`, recorded in every record (not in `args`: a
+    /// run may resume on another device).
+    pub device: Option<(String, &'static str)>,
 }
 
 /// The selected evaluation of a finished run.
@@ -521,8 +521,9 @@ fn eval_record(
     record.insert("args".into(), config.args.clone());
     record.insert("hparams".into(), algorithm.hparams());
     record.insert("step".into(), json!(step));
-    if let Some(device) = &config.device {
+    if let Some((device, precision)) = &config.device {
         record.insert("device".into(), json!(device));
+        record.insert("precision".into(), json!(precision));
     }
     let (mut train_out, mut loss, mut n_train) = (0.0, 0.0, 0usize);
     for (set, r) in data.eval.iter().zip(&results) {

@@ -32,6 +32,42 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
+/// `--precision`: how a GPU multiplies f32 matrices. `fp32` (the default, and the official code's): full f32.
+/// `tf32`: NVIDIA's TensorFloat-32 tensor cores (inputs rounded to a 10-bit mantissa, f32 accumulation;
+/// what PyTorch's `allow_tf32` enables); it changes nothing on the CPU. Parameters, activations and
+/// caches stay f32 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Tf32,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "tf32" => Ok(Precision::Tf32),
+            _ => Err(format!("'{s}' is not a precision: fp32 or tf32")),
+        }
+    }
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+        }
+    }
+
+    /// Makes this the precision of every f32 matrix product on a GPU from now on (process-wide).
+    pub fn apply(self) {
+        #[cfg(feature = "cuda")]
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(self == Precision::Tf32);
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(ordinal: usize) -> Result<Device, String> {
     Device::new_cuda(ordinal).map_err(|e| e.to_string())
@@ -66,6 +102,15 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn precisions_parse_and_print_back() {
+        for name in ["fp32", "tf32"] {
+            assert_eq!(name.parse::<Precision>().unwrap().name(), name);
+        }
+        let err = "bf16".parse::<Precision>().unwrap_err();
+        assert!(err.contains("fp32 or tf32"), "{err}");
     }
 
     #[cfg(not(feature = "cuda"))]
