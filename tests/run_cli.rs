@@ -413,3 +413,76 @@ fn sweep_runs_a_tagged_grid_and_reports_each_configuration() {
         "{stderr}"
     );
 }
+
+/// `--shard I/N` runs the grid's runs I, I+N, …: two shards together run each run once, neither reports,
+/// and the same sweep without --shard then only reports (every run is done).
+#[test]
+fn sweep_shards_split_the_grid_and_the_unsharded_sweep_reports() {
+    let c = caches();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("sweep");
+    let sweep = |shard: Option<&str>| {
+        let mut cmd = Command::new(bin("distill"));
+        cmd.arg("sweep")
+            .arg("--cache")
+            .arg(&c.teacher)
+            .arg("--student-cache")
+            .arg(&c.student)
+            .args(["--algorithm", "adip-align", "--lambda", "0.2,0.5,0.8"])
+            .args(["--trial-seeds", "0,1", "--jobs", "1", "--out"])
+            .arg(&out);
+        if let Some(shard) = shard {
+            cmd.args(["--shard", shard]);
+        }
+        cmd.args([
+            "--",
+            "--steps",
+            "3",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "2",
+        ]);
+        run(&mut cmd)
+    };
+    // Grid order: λ, then trial seed. Shard 1/2 takes runs 1, 3, 5.
+    let expected_1: [(&str, &str); 3] = [
+        ("0.2", "seed0-trial1"),
+        ("0.5", "seed0-trial1"),
+        ("0.8", "seed0-trial1"),
+    ];
+    let (o, stdout, stderr) = sweep(Some("1/2"));
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("shard 1/2: 3 of the grid's 6 runs"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("without --shard"), "{stderr}");
+    assert!(!stdout.contains("Avg-OOD") && !out.join("toy/report.md").exists());
+    let done = |lambda: &str, leaf: &str| {
+        out.join(format!("toy/adip-align@lambda{lambda}/art/{leaf}/done"))
+            .is_file()
+    };
+    for lambda in ["0.2", "0.5", "0.8"] {
+        for leaf in ["seed0", "seed0-trial1"] {
+            let in_shard = expected_1.contains(&(lambda, leaf));
+            assert_eq!(done(lambda, leaf), in_shard, "λ {lambda} {leaf}");
+        }
+    }
+    let (o, _, stderr) = sweep(Some("0/2"));
+    assert!(o.status.success(), "{stderr}");
+    for lambda in ["0.2", "0.5", "0.8"] {
+        assert!(done(lambda, "seed0") && done(lambda, "seed0-trial1"));
+    }
+    let before = fs::read(out.join("toy/adip-align@lambda0.5/art/seed0/results.jsonl")).unwrap();
+    let (o, stdout, stderr) = sweep(None);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("Avg-OOD"), "{stdout}");
+    assert!(out.join("toy/report.md").is_file());
+    let after = fs::read(out.join("toy/adip-align@lambda0.5/art/seed0/results.jsonl")).unwrap();
+    assert_eq!(before, after, "finished runs are not run again");
+
+    let (o, _, stderr) = sweep(Some("2/2"));
+    assert!(!o.status.success());
+    assert!(stderr.contains("not a shard I/N"), "{stderr}");
+}

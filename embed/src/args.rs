@@ -104,7 +104,7 @@ pub struct Args {
     /// Embed only shard I of N (0-based, 0 <= I < N, e.g. 2/8): a deterministic 1/N of the parts, so
     /// shards can run on separate machines into one cache directory. The manifest is written by the shard
     /// that finds all parts present.
-    #[arg(long, value_parser = parse_shard)]
+    #[arg(long, value_parser = vl2v::ranges::shard)]
     pub shard: Option<(u32, u32)>,
 
     /// Fail on the first unreadable image instead of skipping it (skipped images are listed in the
@@ -170,31 +170,5 @@ impl From<Dtype> for EmbeddingDtype {
             Dtype::F32 => EmbeddingDtype::F32,
             Dtype::F16 => EmbeddingDtype::F16,
         }
-    }
-}
-
-fn parse_shard(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("'{s}' is not a shard I/N with 0 <= I < N (e.g. 0/4)");
-    let (i, n) = s.split_once('/').ok_or_else(bad)?;
-    let (i, n): (u32, u32) = (
-        i.trim().parse().map_err(|_| bad())?,
-        n.trim().parse().map_err(|_| bad())?,
-    );
-    if n == 0 || i >= n {
-        return Err(bad());
-    }
-    Ok((i, n))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_parse_and_reject_nonsense() {
-        assert_eq!(parse_shard("2/8"), Ok((2, 8)));
-        assert!(parse_shard("8/8").is_err());
-        assert!(parse_shard("1").is_err());
-        assert!(parse_shard("a/b").is_err());
     }
 }

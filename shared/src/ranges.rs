@@ -19,6 +19,20 @@ pub fn open_unit(text: &str) -> Result<f64, String> {
     number(text, |v| v > 0.0 && v < 1.0, "in (0, 1), 0 and 1 excluded")
 }
 
+/// `--shard I/N` (embed, distill sweep): 0 <= I < N.
+pub fn shard(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("'{text}' is not a shard I/N with 0 <= I < N (e.g. 0/4)");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
 fn number(text: &str, valid: fn(f64) -> bool, range: &str) -> Result<f64, String> {
     let value: f64 = text
         .trim()
@@ -34,6 +48,15 @@ fn number(text: &str, valid: fn(f64) -> bool, range: &str) -> Result<f64, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_parse_and_reject_nonsense() {
+        assert_eq!(shard("2/8"), Ok((2, 8)));
+        assert_eq!(shard("0/1"), Ok((0, 1)));
+        for bad in ["8/8", "1", "a/b", "0/0", "-1/4", "1/-4"] {
+            assert!(shard(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn boundaries() {

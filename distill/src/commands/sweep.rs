@@ -59,9 +59,16 @@ pub struct Args {
     /// Comma-separated seeds (initialisation and sampling).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub seeds: Vec<u64>,
-    /// Runs at a time, at least 1 [default: the number of cores].
+    /// Runs at a time, at least 1 [default: the number of cores]. With several GPUs and no --device among
+    /// the run arguments, the k-th concurrent job trains on cuda:(k mod GPUs).
     #[arg(long, value_parser = super::at_least(1))]
     pub jobs: Option<usize>,
+    /// Run only shard I of N (0-based, e.g. 2/8): runs I, I+N, I+2N, … of the grid, so that a Slurm job
+    /// array spreads one sweep over GPUs and machines sharing --out. Finished runs are skipped and an
+    /// interrupted one resumes; the report is left to a run of the same sweep without --shard once every
+    /// shard has finished (it only reports, the runs being done).
+    #[arg(long, value_parser = vl2v::ranges::shard)]
+    pub shard: Option<(u32, u32)>,
     /// Root of the run directories.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
@@ -156,9 +163,35 @@ pub fn run(args: &Args) -> Result<()> {
     }
     check_runs(&jobs, entry)?;
     let manifest = open_manifest(&args.cache)?;
+    let grid = jobs.len();
+    if let Some((i, n)) = args.shard {
+        jobs = jobs
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| *k % n as usize == i as usize)
+            .map(|(_, job)| job)
+            .collect();
+        eprintln!(
+            "sweep: shard {i}/{n}: {} of the grid's {grid} runs",
+            jobs.len()
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parallel = args.jobs.unwrap_or(cores).clamp(1, jobs.len().max(1));
     let threads = (cores / parallel).max(1);
+    // Several GPUs: one per concurrent job, unless the runs name their device.
+    let gpus = if args
+        .run_args
+        .iter()
+        .any(|a| a == "--device" || a.starts_with("--device="))
+    {
+        0
+    } else {
+        vl2v::model::cuda_device_count()
+    };
+    if gpus > 1 {
+        eprintln!("sweep: {gpus} GPUs; concurrent job k trains on cuda:(k mod {gpus})");
+    }
     let logs = args.out.join(&manifest.dataset.name).join("sweep-logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let exe = std::env::current_exe().context("cannot find the distill executable")?;
@@ -181,16 +214,23 @@ pub fn run(args: &Args) -> Result<()> {
     let failed: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..parallel {
-            scope.spawn(|| loop {
+        let (next, failed, jobs, logs, exe, bar) = (&next, &failed, &jobs, &logs, &exe, &bar);
+        for slot in 0..parallel {
+            let device: Vec<String> = if gpus > 1 {
+                vec!["--device".into(), format!("cuda:{}", slot % gpus)]
+            } else {
+                Vec::new()
+            };
+            scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
                 let log_path = logs.join(format!("{}.log", job.name));
                 let outcome = std::fs::File::create(&log_path)
                     .map_err(anyhow::Error::from)
                     .and_then(|log| {
-                        Ok(Command::new(&exe)
+                        Ok(Command::new(exe)
                             .args(&job.args)
+                            .args(&device)
                             .env("RAYON_NUM_THREADS", threads.to_string())
                             .env("CANDLE_NUM_THREADS", threads.to_string())
                             .stdout(Stdio::null())
@@ -226,6 +266,13 @@ pub fn run(args: &Args) -> Result<()> {
     );
     if !failed.is_empty() {
         bail!("{} run(s) failed: {}", failed.len(), failed.join("; "));
+    }
+    if let Some((i, n)) = args.shard {
+        eprintln!(
+            "sweep: shard {i}/{n} finished; once every shard has, the same command without --shard \
+             reports (finished runs are skipped)"
+        );
+        return Ok(());
     }
     crate::commands::report::run(&crate::commands::report::Args {
         runs: args.out.clone(),

@@ -32,6 +32,17 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
+/// How many CUDA devices answer (0 in a build without CUDA or on a machine without a GPU).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::cuda_backend::cudarc::driver::CudaContext::device_count()
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    }
+    #[cfg(not(feature = "cuda"))]
+    0
+}
+
 /// `--precision`: how a GPU multiplies f32 matrices. `fp32` (the default, and the official code's): full f32.
 /// `tf32`: NVIDIA's TensorFloat-32 tensor cores (inputs rounded to a 10-bit mantissa, f32 accumulation;
 /// what PyTorch's `allow_tf32` enables); it changes nothing on the CPU. Parameters, activations and

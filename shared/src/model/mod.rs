@@ -17,7 +17,7 @@ mod trainable;
 
 pub use candle_core::Device;
 pub use clip_teacher::ClipTeacher;
-pub use device::{device, device_name, Precision};
+pub use device::{cuda_device_count, device, device_name, Precision};
 pub use files::{
     hub_cache, resolve, sha256_file, weights_sha256, ModelError, ModelFiles, Needs, CONFIG_FILE,
     TOKENIZER_FILE, WEIGHTS_FILE,
