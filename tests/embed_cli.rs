@@ -118,21 +118,19 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     );
     drop(lock);
 
-    // Other settings never mix into this directory.
-    let templates = tmp.path().join("t.txt");
-    fs::write(&templates, "itap of a {}\n").unwrap();
-    let args = [
-        "--views",
-        "2",
-        "--seed",
-        "7",
-        "--templates",
-        templates.to_str().unwrap(),
-    ];
-    let (out, _, stderr) = run(&mut embed_tiny_clip(&data, &cache, &args));
+    // Other settings never mix into this directory: another image list is refused.
+    let extra = data.join("art_painting/dog/extra.png");
+    fs::copy(data.join("art_painting/dog/img_000.png"), &extra).unwrap();
+    let (out, _, stderr) = run(&mut embed_tiny_clip(
+        &data,
+        &cache,
+        &["--views", "2", "--seed", "7"],
+    ));
     assert!(!out.status.success());
-    assert!(stderr.contains("different settings (templates"), "{stderr}");
+    assert!(stderr.contains("different settings (image_list_sha256"), "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
+    fs::remove_file(&extra).unwrap();
+    adds_templates_without_touching_the_images(&data, &cache, &dir, &tmp.path().join("fresh"));
 
     // --strict makes an unreadable image fatal and names it.
     let (out, _, stderr) = run(&mut embed_tiny_clip(
@@ -153,6 +151,98 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
         1,
         "{stderr}"
     );
+}
+
+/// `--templates` on the complete cache `dir` (under `cache`, of `data`): only the new prompts are embedded,
+/// the image parts are not rewritten, the manifest lists the new templates, and the texts equal those of a
+/// cache embedded with the templates from the start (under `fresh`).
+fn adds_templates_without_touching_the_images(data: &Path, cache: &Path, dir: &Path, fresh: &Path) {
+    let part = dir.join("images/part-00000.parquet");
+    let part_before = (
+        fs::read(&part).unwrap(),
+        fs::metadata(&part).unwrap().modified().unwrap(),
+    );
+    let texts_before = read_texts(&dir.join("texts.parquet")).unwrap();
+    let templates = data.parent().unwrap().join("t.txt");
+    fs::write(&templates, "itap of a {}\na photo of a {label}\n").unwrap();
+    let args = [
+        "--views",
+        "2",
+        "--seed",
+        "7",
+        "--templates",
+        templates.to_str().unwrap(),
+    ];
+    let (out, stdout, stderr) = run(&mut embed_tiny_clip(data, cache, &args));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(last_line(&stdout), dir);
+    assert!(stderr.contains("embedded 0 images"), "{stderr}");
+    // 2 classes × 2 new templates.
+    assert!(
+        stderr.contains(&format!(
+            "embedded 4 new prompts ({} in texts.parquet)",
+            texts_before.len() + 4
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        (
+            fs::read(&part).unwrap(),
+            fs::metadata(&part).unwrap().modified().unwrap()
+        ),
+        part_before
+    );
+    let texts = read_texts(&dir.join("texts.parquet")).unwrap();
+    assert_eq!(texts[..texts_before.len()], texts_before[..]);
+    let added: Vec<(&str, &str)> = texts[texts_before.len()..]
+        .iter()
+        .map(|r| (r.template.as_str(), r.prompt.as_str()))
+        .collect();
+    assert_eq!(
+        added,
+        [
+            ("itap of a {}", "itap of a Alarm Clock"),
+            ("a photo of a {label}", "a photo of a 0"),
+            ("itap of a {}", "itap of a dog"),
+            ("a photo of a {label}", "a photo of a 1"),
+        ]
+    );
+    let manifest = Manifest::read(dir).unwrap();
+    assert_eq!(
+        manifest.templates,
+        [
+            "a photo of a {}",
+            "a {domain} of a {}",
+            "itap of a {}",
+            "a photo of a {label}"
+        ]
+    );
+    // A rerun without --templates keeps them and embeds nothing.
+    let (out, _, stderr) = run(&mut embed_tiny_clip(data, cache, &args[..4]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("prompts"), "{stderr}");
+    assert_eq!(read_texts(&dir.join("texts.parquet")).unwrap(), texts);
+
+    // The same texts as a cache that had the templates from the start.
+    let (out, stdout, stderr) = run(&mut embed_tiny_clip(data, fresh, &args));
+    assert!(out.status.success(), "{stderr}");
+    let mut want = read_texts(&last_line(&stdout).join("texts.parquet")).unwrap();
+    let key = |r: &vl2v::cache::TextRow| (r.label, r.template.clone(), r.domain.clone());
+    want.sort_by_key(key);
+    let mut got = texts;
+    got.sort_by_key(key);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(key(g), key(w));
+        assert_eq!(g.prompt, w.prompt);
+        let diff = g
+            .embedding
+            .iter()
+            .zip(&w.embedding)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{}: {diff}", g.prompt);
+    }
 }
 
 #[test]

@@ -73,8 +73,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Extra prompt templates, one per line with {} for the class name and optionally {domain};
-    /// added to "a photo of a {}" and "a {domain} of a {}".
+    /// Extra prompt templates, one per line with {} for the class name (or {label} for its label
+    /// number) and optionally {domain}; added to "a photo of a {}" and "a {domain} of a {}". On an
+    /// existing cache, new templates are added to it: only their prompts are embedded, the images are
+    /// not (distill/prompt_styles/ holds the templates of `distill run --prompt-style`).
     #[arg(long)]
     pub templates: Option<PathBuf>,
 

@@ -92,6 +92,17 @@ fn lock_shard(job: &Job) -> Result<fs::File> {
     }
 }
 
+/// The lock of a cache's templates (job.json's list and texts.parquet), held while they change: blocks
+/// until another run's change is written.
+pub fn lock_texts(dir: &Path) -> Result<fs::File> {
+    let path = dir.join(".lock-texts");
+    let file =
+        fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
+}
+
 fn prepare(args: &Args) -> Result<Job> {
     let spec = match &args.root {
         Some(_) => lookup(&args.dataset).ok(),
@@ -139,7 +150,7 @@ fn prepare(args: &Args) -> Result<Job> {
         Some(path) => read_templates(path)?,
         None => Vec::new(),
     };
-    let settings = JobSettings {
+    let mut settings = JobSettings {
         dataset: dataset.name.clone(),
         root: fs::canonicalize(&root)
             .unwrap_or(root.clone())
@@ -163,7 +174,7 @@ fn prepare(args: &Args) -> Result<Job> {
         .cache_dir
         .join(&dataset.name)
         .join(cache_slug(args, &files));
-    claim(&dir, &settings, args.force)?;
+    claim(&dir, &mut settings, args.force)?;
     Ok(Job {
         dir,
         dataset,
@@ -220,20 +231,28 @@ fn image_list_hash(dataset: &Dataset) -> String {
 }
 
 /// Makes `dir` this job's: new directories get `job.json`; an existing one must hold the same settings,
-/// so a run never mixes into a cache made differently.
-fn claim(dir: &Path, settings: &JobSettings, force: bool) -> Result<()> {
+/// so a run never mixes into a cache made differently. Templates are the exception, as the image
+/// embeddings do not depend on them: the cache's templates become job.json's followed by this run's new
+/// ones (`settings.templates` is set to them), and [`texts::ensure`] embeds the prompts texts.parquet
+/// lacks.
+fn claim(dir: &Path, settings: &mut JobSettings, force: bool) -> Result<()> {
     let job_file = dir.join(JOB_FILE);
     if force && dir.exists() {
         fs::remove_dir_all(dir)
             .with_context(|| format!("cannot remove {} for --force", dir.display()))?;
     }
     if job_file.exists() {
+        // Two runs adding templates at once must not lose either's.
+        let _lock = lock_texts(dir)?;
         let text = fs::read_to_string(&job_file)
             .with_context(|| format!("cannot read {}", job_file.display()))?;
-        let existing: serde_json::Value = serde_json::from_str(&text)
+        let mut existing: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", job_file.display()))?;
         // Through text, as on disk: f32 fields must compare in their written form.
-        let wanted: serde_json::Value = serde_json::from_str(&serde_json::to_string(settings)?)?;
+        let mut wanted: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(settings)?)?;
+        let cached_templates = existing.as_object_mut().and_then(|o| o.remove("templates"));
+        wanted.as_object_mut().map(|o| o.remove("templates"));
         if existing != wanted {
             let field = first_difference(&existing, &wanted);
             bail!(
@@ -241,6 +260,30 @@ fn claim(dir: &Path, settings: &JobSettings, force: bool) -> Result<()> {
                  --cache-dir to write elsewhere",
                 dir.display()
             );
+        }
+        let cached: Vec<String> = cached_templates
+            .and_then(|t| serde_json::from_value(t).ok())
+            .with_context(|| format!("{} has no list of templates", job_file.display()))?;
+        let mut all = cached.clone();
+        all.extend(
+            settings
+                .templates
+                .iter()
+                .filter(|t| !cached.contains(t))
+                .cloned(),
+        );
+        settings.templates = all;
+        if settings.templates != cached {
+            eprintln!(
+                "adding {} templates to {}: {}",
+                settings.templates.len() - cached.len(),
+                dir.display(),
+                settings.templates[cached.len()..].join(" | ")
+            );
+            vl2v::cache::write_bytes_atomic(
+                &job_file,
+                serde_json::to_string_pretty(settings)?.as_bytes(),
+            )?;
         }
         return Ok(());
     }

@@ -1,4 +1,8 @@
 //! Prompt templates: class names × templates (× domains for `{domain}` templates).
+//!
+//! A template holds `{}` for the class's display name, or `{label}` for its label number (the official
+//! code's prompt style 6, "a photo of a {class_label}"), and optionally `{domain}` for the domain's
+//! display name.
 
 use std::path::Path;
 
@@ -14,7 +18,10 @@ pub enum TemplateError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} line {line}: template '{template}' has no '{{}}' for the class name")]
+    #[error(
+        "{path} line {line}: template '{template}' has no '{{}}' for the class name (or '{{label}}' for \
+         its label number)"
+    )]
     NoPlaceholder {
         path: String,
         line: usize,
@@ -46,7 +53,7 @@ pub fn read_templates(path: &Path) -> Result<Vec<String>, TemplateError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if !line.replace("{domain}", "").contains("{}") {
+        if !line.replace("{domain}", "").contains("{}") && !line.contains(LABEL) {
             return Err(TemplateError::NoPlaceholder {
                 path: shown,
                 line: i + 1,
@@ -56,6 +63,21 @@ pub fn read_templates(path: &Path) -> Result<Vec<String>, TemplateError> {
         templates.push(line.to_string());
     }
     Ok(templates)
+}
+
+/// The placeholder of a class's label number.
+pub const LABEL: &str = "{label}";
+
+/// The prompt of `template` for the class `class_name` with label `label` (and `domain`, the domain's
+/// display name, for `{domain}` templates): `{domain}` first, then every `{label}`, then the first `{}`.
+pub fn fill(template: &str, class_name: &str, label: usize, domain: Option<&str>) -> String {
+    let with_domain = match domain {
+        Some(d) => template.replace("{domain}", d),
+        None => template.to_string(),
+    };
+    with_domain
+        .replace(LABEL, &label.to_string())
+        .replacen("{}", class_name, 1)
 }
 
 /// The defaults followed by `extra`, without duplicates, order kept.
@@ -74,7 +96,6 @@ pub fn expand(templates: &[String], dataset: &Dataset) -> Vec<Prompt> {
     let mut prompts = Vec::new();
     for (label, class) in dataset.classes.iter().enumerate() {
         for template in templates {
-            let with_class = |t: &str| t.replacen("{}", &class.name, 1);
             if template.contains("{domain}") {
                 for (d, domain) in dataset.domains.iter().enumerate() {
                     prompts.push(Prompt {
@@ -82,8 +103,11 @@ pub fn expand(templates: &[String], dataset: &Dataset) -> Vec<Prompt> {
                         class_name: class.name.clone(),
                         template: template.clone(),
                         domain: Some(domain.clone()),
-                        text: with_class(
-                            &template.replace("{domain}", &dataset.domain_display_name(d)),
+                        text: fill(
+                            template,
+                            &class.name,
+                            label,
+                            Some(&dataset.domain_display_name(d)),
                         ),
                     });
                 }
@@ -93,7 +117,7 @@ pub fn expand(templates: &[String], dataset: &Dataset) -> Vec<Prompt> {
                     class_name: class.name.clone(),
                     template: template.clone(),
                     domain: None,
-                    text: with_class(template),
+                    text: fill(template, &class.name, label, None),
                 });
             }
         }
@@ -133,19 +157,52 @@ mod tests {
     }
 
     #[test]
+    fn label_templates_give_the_label_number() {
+        let dataset = Dataset {
+            name: "x".into(),
+            root: "/x".into(),
+            domains: vec!["Art".into()],
+            classes: ["Alarm_Clock", "Bike"]
+                .map(|folder| ClassInfo {
+                    folder: folder.into(),
+                    name: folder.replace('_', " "),
+                })
+                .to_vec(),
+            images: vec![],
+        };
+        let prompts = expand(&["a photo of a {label}".to_string()], &dataset);
+        let texts: Vec<_> = prompts.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts, ["a photo of a 0", "a photo of a 1"]);
+        assert_eq!(prompts[1].class_name, "Bike");
+        assert_eq!(fill("{}", "Alarm Clock", 3, None), "Alarm Clock");
+    }
+
+    #[test]
     fn templates_file_is_validated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.txt");
-        std::fs::write(&path, "# mine\nitap of a {}\n\na photo of a {}\n").unwrap();
+        std::fs::write(
+            &path,
+            "# mine\nitap of a {}\n\na photo of a {}\na photo of a {label}\n",
+        )
+        .unwrap();
         let extra = read_templates(&path).unwrap();
         assert_eq!(
             template_set(&extra),
-            ["a photo of a {}", "a {domain} of a {}", "itap of a {}"]
+            [
+                "a photo of a {}",
+                "a {domain} of a {}",
+                "itap of a {}",
+                "a photo of a {label}"
+            ]
         );
         std::fs::write(&path, "a photo\n").unwrap();
         let err = read_templates(&path).unwrap_err().to_string();
         assert!(
-            err.ends_with("line 1: template 'a photo' has no '{}' for the class name"),
+            err.ends_with(
+                "line 1: template 'a photo' has no '{}' for the class name (or '{label}' for its \
+                 label number)"
+            ),
             "{err}"
         );
     }
