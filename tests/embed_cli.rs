@@ -127,7 +127,10 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
         &["--views", "2", "--seed", "7"],
     ));
     assert!(!out.status.success());
-    assert!(stderr.contains("different settings (image_list_sha256"), "{stderr}");
+    assert!(
+        stderr.contains("different settings (image_list_sha256"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--force"), "{stderr}");
     fs::remove_file(&extra).unwrap();
     adds_templates_without_touching_the_images(&data, &cache, &dir, &tmp.path().join("fresh"));

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use vl2v::cache::read_texts;
 use vl2v_tests::{bin, cache_dir_of, embed_tiny_clip, records, run, write_dataset};
 
 const DOMAINS: [&str; 3] = ["art", "photo", "sketch"];
@@ -485,4 +486,185 @@ fn sweep_shards_split_the_grid_and_the_unsharded_sweep_reports() {
     let (o, _, stderr) = sweep(Some("2/2"));
     assert!(!o.status.success());
     assert!(stderr.contains("not a shard I/N"), "{stderr}");
+}
+
+/// The zero-shot head of a run folder's model.safetensors, `[C, D]` row-major.
+fn head_weight(dir: &Path) -> Vec<f32> {
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    tensors["head.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// The only line of stderr, which must be an error.
+fn one_error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0]
+}
+
+#[test]
+fn prompt_styles_change_the_zero_shot_head_and_need_their_prompts() {
+    let c = caches();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("runs");
+    let zeroshot = |extra: &[&str]| {
+        let mut args = vec!["--algorithm", "zeroshot", "--test-domain", "photo"];
+        args.extend(extra);
+        distill_run(&args, &c.teacher, &out)
+    };
+
+    // The cache lacks style 3's prompts: one line naming the embed command that adds them.
+    let (ok, _, stderr) = zeroshot(&["--prompt-style", "3", "--tag", "style3"]);
+    assert!(!ok);
+    let line = one_error_line(&stderr);
+    assert!(
+        line.contains(
+            "texts.parquet lacks the prompts of --prompt-style 3 (templates \"an art of a {}\", \
+             \"a clipart of a {}\", \"a photo of a {} product\")"
+        ),
+        "{line}"
+    );
+    let command = &line[line.find("embed --dataset").expect("an embed command")..];
+    assert!(
+        command.ends_with("--templates distill/prompt_styles/style-3.txt"),
+        "{command}"
+    );
+    assert!(!out.join("toy/zeroshot@style3").exists());
+
+    // That command, run from the repository root, adds them without embedding any image.
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (o, _, stderr) = run(Command::new(bin("embed"))
+        .args(&words[1..])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env("HF_HUB_OFFLINE", "1"));
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("embedded 0 images"), "{stderr}");
+    // 2 classes × 3 templates the cache lacked.
+    assert!(stderr.contains("embedded 6 new prompts"), "{stderr}");
+
+    let (ok, _, stderr) = zeroshot(&[]);
+    assert!(ok, "{stderr}");
+    let default_dir = out.join("toy/zeroshot/photo/seed0");
+    let (ok, _, stderr) = zeroshot(&["--prompt-style", "3", "--tag", "style3"]);
+    assert!(ok, "{stderr}");
+    let style3_dir = out.join("toy/zeroshot@style3/photo/seed0");
+    let (default_rec, style3_rec) = (&records(&default_dir)[0], &records(&style3_dir)[0]);
+    assert_eq!(default_rec["args"]["prompt_style"], 2);
+    assert_eq!(default_rec["hparams"]["template"], "a photo of a {}");
+    assert_eq!(style3_rec["args"]["prompt_style"], 3);
+    assert_eq!(
+        style3_rec["hparams"]["template"],
+        serde_json::json!([
+            "an art of a {}",
+            "a clipart of a {}",
+            "a photo of a {} product",
+            "a photo of a {}"
+        ])
+    );
+
+    // The style-3 head, computed here from texts.parquet: per class the four prompts' embeddings, each
+    // normalised, averaged, renormalised, × logit_scale.
+    let texts = read_texts(&c.teacher.join("texts.parquet")).unwrap();
+    let scale = vl2v::cache::Manifest::read(&c.teacher)
+        .unwrap()
+        .logit_scale
+        .unwrap();
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let mut want = Vec::new();
+    for (label, class) in CLASSES.iter().enumerate() {
+        let prompts = [
+            format!("an art of a {class}"),
+            format!("a clipart of a {class}"),
+            format!("a photo of a {class} product"),
+            format!("a photo of a {class}"),
+        ];
+        let mut sum = Vec::new();
+        for p in &prompts {
+            let row = texts
+                .iter()
+                .find(|r| &r.prompt == p && r.domain.is_none())
+                .unwrap_or_else(|| panic!("texts.parquet has '{p}'"));
+            assert_eq!(row.label, label as i32);
+            let u = unit(&row.embedding);
+            sum.resize(u.len(), 0.0f32);
+            sum.iter_mut().zip(&u).for_each(|(s, x)| *s += x / 4.0);
+        }
+        want.extend(unit(&sum).iter().map(|x| x * scale));
+    }
+    let got = head_weight(&style3_dir);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4 * scale, "{g} vs {w}");
+    }
+    let photo = head_weight(&default_dir);
+    let max_diff = photo
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        max_diff > 1e-2 * scale,
+        "style 3 changes the head ({max_diff})"
+    );
+
+    // Style 5 needs OfficeHome's domains; style 4 cannot run in the official code; both one line.
+    let (ok, _, stderr) = zeroshot(&["--prompt-style", "5"]);
+    assert!(!ok);
+    let line = one_error_line(&stderr);
+    assert!(
+        line.contains("--prompt-style 5") && line.contains("(art, photo, sketch)"),
+        "{line}"
+    );
+    let (ok, _, stderr) = zeroshot(&["--prompt-style", "4"]);
+    assert!(!ok);
+    assert!(stderr.contains("KeyError: 'size'"), "{stderr}");
+    assert_eq!(stderr.matches("error").count(), 1, "{stderr}");
+
+    // Style 6 ("a photo of a {label}") is missing too, and trains adip-align once added.
+    let student = c.student.to_str().unwrap();
+    let align = [
+        "--algorithm",
+        "adip-align",
+        "--student-cache",
+        student,
+        "--test-domain",
+        "art",
+        "--steps",
+        "2",
+        "--checkpoint-freq",
+        "1",
+        "--prompt-style",
+        "6",
+        "--tag",
+        "style6",
+    ];
+    let (ok, _, stderr) = distill_run(&align, &c.teacher, &out);
+    assert!(!ok);
+    assert!(
+        one_error_line(&stderr).ends_with("--templates distill/prompt_styles/style-6.txt"),
+        "{stderr}"
+    );
+    let command = &stderr[stderr.find("embed --dataset").unwrap()..];
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (o, _, stderr) = run(Command::new(bin("embed"))
+        .args(&words[1..])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env("HF_HUB_OFFLINE", "1"));
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("embedded 2 new prompts"), "{stderr}");
+    let (ok, _, stderr) = distill_run(&align, &c.teacher, &out);
+    assert!(ok, "{stderr}");
+    let recs = records(&out.join("toy/adip-align@style6/art/seed0"));
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0]["args"]["prompt_style"], 6);
+    assert_eq!(recs[0]["hparams"]["template"], "a photo of a {label}");
 }

@@ -8,6 +8,7 @@ mod algorithms;
 mod commands;
 mod data;
 mod objectives;
+mod prompt_styles;
 mod training;
 
 use std::process::ExitCode;

@@ -1,7 +1,8 @@
 //! `adip-align`: the Align stage of VL2V-ADiP (`DFC_STAGE1`). Only the projection
 //! `Linear(d_student → d_teacher)` (with bias) trains, with Adam, on
 //! `λ·(−mean cos(p, I)) + (1−λ)·(−mean cos(p, T_y))` where `p` is the projected student feature, `I` the
-//! teacher's embedding of the same (image, view) and `T_y` the text embedding of "a photo of a {class}".
+//! teacher's embedding of the same (image, view) and `T_y` the text embedding of the class's prompts
+//! (`--prompt-style`; "a photo of a {class}" by default).
 //! Prediction is the zero-shot head on `p`: `logit_scale · cos(p, T_c)`.
 
 use std::collections::HashMap;
@@ -20,7 +21,8 @@ pub struct Hparams {
     pub batch_size: usize,
     /// `lmd`: weight of the image term.
     pub lambda: f64,
-    pub template: &'static str,
+    /// The template, or the list of them (`--prompt-style`, see [`crate::prompt_styles::hparam`]).
+    pub template: serde_json::Value,
 }
 
 impl Default for Hparams {
@@ -30,7 +32,7 @@ impl Default for Hparams {
             weight_decay: 0.0,
             batch_size: 32,
             lambda: 0.5,
-            template: crate::commands::analyze::PHOTO_TEMPLATE,
+            template: serde_json::Value::Null,
         }
     }
 }
@@ -52,7 +54,7 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         weight_decay: overrides.weight_decay.unwrap_or(d.weight_decay),
         batch_size: overrides.batch_size.unwrap_or(d.batch_size),
         lambda: overrides.lambda.unwrap_or(d.lambda),
-        template: d.template,
+        template: crate::prompt_styles::hparam(setup.templates),
     };
     ensure!(
         (0.0..=1.0).contains(&hparams.lambda),
@@ -174,6 +176,7 @@ mod tests {
             teacher_dim: dt,
             classes,
             texts: &texts,
+            templates: &[crate::prompt_styles::PHOTO],
             logit_scale: 100.0,
             seed: 5,
             backbone: None,

@@ -22,17 +22,18 @@ pub struct Hparams {
     pub batch_size: usize,
     /// `lmd`: weight of the image term.
     pub lambda: f64,
-    pub template: &'static str,
+    /// The template, or the list of them (`--prompt-style`, see [`crate::prompt_styles::hparam`]).
+    pub template: serde_json::Value,
 }
 
 impl Hparams {
-    pub fn from(overrides: &Overrides) -> Result<Self> {
+    pub fn from(overrides: &Overrides, setup: &Setup) -> Result<Self> {
         let h = Hparams {
             lr: overrides.lr.unwrap_or(5e-5),
             weight_decay: overrides.weight_decay.unwrap_or(0.0),
             batch_size: overrides.batch_size.unwrap_or(32),
             lambda: overrides.lambda.unwrap_or(0.5),
-            template: crate::commands::analyze::PHOTO_TEMPLATE,
+            template: crate::prompt_styles::hparam(setup.templates),
         };
         ensure!(
             (0.0..=1.0).contains(&h.lambda),
@@ -162,7 +163,7 @@ impl Objective for AdipTarget {
 }
 
 pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
-    let hparams = Hparams::from(overrides)?;
+    let hparams = Hparams::from(overrides, setup)?;
     let spec = setup.backbone.context("adip-distill needs a backbone")?;
     let align = spec
         .align
@@ -232,6 +233,7 @@ mod tests {
                 teacher_dim: 512,
                 classes: 65,
                 texts: &texts,
+                templates: &[crate::prompt_styles::PHOTO],
                 logit_scale: 100.0,
                 seed: 0,
                 backbone: None,

@@ -22,7 +22,8 @@ pub struct Hparams {
     pub lambda: f64,
     /// Softmax temperature τ (`tmp`).
     pub temperature: f64,
-    pub template: &'static str,
+    /// The template, or the list of them (`--prompt-style`, see [`crate::prompt_styles::hparam`]).
+    pub template: serde_json::Value,
 }
 
 struct Kd {
@@ -70,7 +71,7 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         batch_size: overrides.batch_size.unwrap_or(32),
         lambda: overrides.lambda.unwrap_or(0.5),
         temperature: overrides.temperature.unwrap_or(0.1),
-        template: crate::commands::analyze::PHOTO_TEMPLATE,
+        template: crate::prompt_styles::hparam(setup.templates),
     };
     ensure!(
         hparams.temperature > 0.0 && hparams.temperature.is_finite(),

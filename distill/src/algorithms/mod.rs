@@ -49,8 +49,11 @@ pub struct Setup<'a> {
     pub student_dim: Option<usize>,
     pub teacher_dim: usize,
     pub classes: usize,
-    /// The teacher's embeddings of "a photo of a {class}", `[C, d_teacher]`, row = label.
+    /// The teacher's class-text embeddings of the run's prompt style (`--prompt-style`; "a photo of a
+    /// {class}" by default), `[C, d_teacher]`, row = label.
     pub texts: &'a [f32],
+    /// The templates `texts` come from (recorded in the algorithms' hparams).
+    pub templates: &'a [&'a str],
     /// CLIP's logit scale (100 for OpenAI CLIP).
     pub logit_scale: f32,
     /// Seeds parameter initialisation.

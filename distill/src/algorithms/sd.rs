@@ -10,7 +10,7 @@ use super::finetune::FineTune;
 use super::{Algorithm, Overrides, Setup};
 
 pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
-    let hparams = Hparams::from(overrides)?;
+    let hparams = Hparams::from(overrides, setup)?;
     let spec = setup
         .backbone
         .context("sd needs the teacher's image tower")?;

@@ -1,5 +1,5 @@
-//! `zeroshot`: the teacher's own zero-shot classifier (template "a photo of a {}", the official default)
-//! applied to teacher image embeddings. Nothing trains.
+//! `zeroshot`: the teacher's own zero-shot classifier (the prompts of `--prompt-style`; "a photo of a {}",
+//! the official default) applied to teacher image embeddings. Nothing trains.
 
 use std::collections::HashMap;
 
@@ -11,15 +11,8 @@ use vl2v::zeroshot::ZeroShotHead;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Hparams {
-    pub template: &'static str,
-}
-
-impl Default for Hparams {
-    fn default() -> Self {
-        Hparams {
-            template: crate::commands::analyze::PHOTO_TEMPLATE,
-        }
-    }
+    /// The template, or the list of them (see [`crate::prompt_styles::hparam`]).
+    pub template: serde_json::Value,
 }
 
 pub struct ZeroShot {
@@ -32,7 +25,9 @@ pub struct ZeroShot {
 pub fn build(setup: &Setup, _overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
     let head = ZeroShotHead::from_templates(&[setup.texts], setup.teacher_dim, setup.logit_scale)?;
     Ok(Box::new(ZeroShot {
-        hparams: Hparams::default(),
+        hparams: Hparams {
+            template: crate::prompt_styles::hparam(setup.templates),
+        },
         head,
         classes: setup.classes,
         dim: setup.teacher_dim,

@@ -8,9 +8,9 @@ use serde_json::json;
 use vl2v::model::students::name_from_architecture;
 
 use crate::algorithms::{self, official_scripts, BackboneSetup, Input, Overrides, Setup};
-use crate::commands::analyze::PHOTO_TEMPLATE;
 use crate::data::cache_tables::{open_manifest, TeacherCache};
 use crate::data::{DomainSplits, ViewTable};
+use crate::prompt_styles;
 use crate::training::backbone_from_caches::{align_model as align_model_of, backbone_setup};
 use crate::training::evaluate::EvalSet;
 use crate::training::swad::SwadVariant;
@@ -18,7 +18,8 @@ use crate::training::trainer::{self, RunConfig, RunData, Selected};
 
 const AFTER_HELP: &str = "\
 Algorithms (cache only):
-  zeroshot      the teacher's zero-shot head (\"a photo of a {}\") on teacher image embeddings; no training
+  zeroshot      the teacher's zero-shot head (the prompts of --prompt-style) on teacher image embeddings; no
+                training
   erm-lp        linear probe Linear(d_student → classes) on cached student features, cross-entropy
   adip-align    ADiP Align: projection Linear(d_student → d_teacher) on cached student features, trained
                 with λ·(−cos(p, I)) + (1−λ)·(−cos(p, T_y)); predicts with the zero-shot head
@@ -195,6 +196,16 @@ pub struct Args {
     #[arg(long, value_name = "K")]
     pub views: Option<usize>,
 
+    /// The official code's prompt style of the class texts that zeroshot, adip-align, adip-distill, kd's
+    /// teacher and sd predict or train with (distill_clip.py): 1 "{class}"; 2 "a photo of a {class}"; 3
+    /// OfficeHome's four domain templates averaged ("an art of a {class}", "a clipart of a {class}", "a
+    /// photo of a {class} product", "a photo of a {class}"); 5 the same without the held-out domain's
+    /// (OfficeHome only); 6 "a photo of a {label number}". Style 4 raises KeyError in the official code and
+    /// is refused. The cache needs the style's prompts: `embed --templates distill/prompt_styles/style-N.txt`
+    /// adds them to an existing cache.
+    #[arg(long, value_name = "N", default_value_t = prompt_styles::DEFAULT, value_parser = prompt_styles::parse)]
+    pub prompt_style: u8,
+
     /// Testing aid: fail right after the evaluation of this step, as if the run had been killed.
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -330,7 +341,9 @@ impl<'a> Experiment<'a> {
             m.dataset.domains.len()
         );
         let test_domains = test_domains(&m.dataset.domains, &args.test_domain)?;
-        texts(&teacher, &args.cache)?;
+        for &test in &test_domains {
+            prompt_styles::texts(args.prompt_style, &teacher.texts, m, &args.cache, test)?;
+        }
         let domainnet = m.dataset.name.eq_ignore_ascii_case("domainnet");
         let checkpoint_freq = args
             .checkpoint_freq
@@ -445,12 +458,15 @@ impl<'a> Experiment<'a> {
         let align_model = self.load_align_model(test)?;
         let align_model = align_model.as_ref().map(|(p, s)| (p.as_path(), *s));
         let m = &self.teacher.manifest;
-        let texts = texts(&self.teacher, &args.cache)?;
+        let style = args.prompt_style;
+        let texts = prompt_styles::texts(style, &self.teacher.texts, m, &args.cache, test)?;
+        let templates = prompt_styles::templates(style, &m.dataset.domains, test)?;
         let setup = Setup {
             student_dim: self.student.as_ref().map(ViewTable::dim),
             teacher_dim: self.teacher_views.dim(),
             classes: m.dataset.classes.len(),
-            texts,
+            texts: &texts,
+            templates: &templates,
             logit_scale: m.logit_scale.unwrap_or(100.0),
             seed: args.seed,
             backbone: self.backbone.as_ref(),
@@ -571,6 +587,7 @@ impl<'a> Experiment<'a> {
                 "holdout_fraction": args.holdout_fraction,
                 "model_save": self.model_save,
                 "views": args.views.unwrap_or(m.views.count as usize),
+                "prompt_style": args.prompt_style,
                 "cache": args.cache,
                 "student_cache": args.student_cache,
         });
@@ -603,16 +620,6 @@ fn test_domains(domains: &[String], name: &str) -> Result<Vec<usize>> {
             domains.join(", ")
         ),
     }
-}
-
-/// The class-text embeddings every algorithm predicts or trains with ("a photo of a {}").
-fn texts<'t>(teacher: &'t TeacherCache, cache: &std::path::Path) -> Result<&'t [f32]> {
-    teacher.texts.get(PHOTO_TEMPLATE, None).with_context(|| {
-        format!(
-            "{}: texts.parquet has no template \"{PHOTO_TEMPLATE}\" (embed writes it by default)",
-            cache.display()
-        )
-    })
 }
 
 /// One row per held-out domain (selected step, its test-domain in accuracy and training-domain
