@@ -151,14 +151,16 @@ pub fn texts<'t>(
         }
     }
     if !missing.is_empty() {
-        let add = match file(style) {
-            Some(file) => format!(
-                "add them, without embedding the images again, by rerunning the embed command that wrote \
-                 the cache with --templates {file}: {}",
-                embed_command(manifest, cache, &file)
-            ),
-            None => "embed writes it by default: rebuild the cache with embed --force".into(),
+        let file = file(style);
+        let with = match &file {
+            Some(file) => format!(" with --templates {file}"),
+            None => String::new(), // embed always embeds "a photo of a {}"
         };
+        let add = format!(
+            "add them, without embedding the images again, by rerunning the embed command that wrote the \
+             cache{with}: {}",
+            embed_command(manifest, cache, file.as_deref())
+        );
         bail!(
             "{}: texts.parquet lacks the prompts of --prompt-style {style} (template{} {}); {add}",
             cache.display(),
@@ -172,9 +174,9 @@ pub fn texts<'t>(
     ))
 }
 
-/// `embed … --templates FILE` with the options the manifest records (the cache directory is
+/// `embed …[ --templates FILE]` with the options the manifest records (the cache directory is
 /// `<cache-dir>/<dataset>/<name>`).
-fn embed_command(m: &Manifest, cache: &Path, file: &str) -> String {
+fn embed_command(m: &Manifest, cache: &Path, file: Option<&str>) -> String {
     let quote = |s: &str| {
         if !s.is_empty()
             && s.chars()
@@ -211,7 +213,9 @@ fn embed_command(m: &Manifest, cache: &Path, file: &str) -> String {
             quote(if dir.is_empty() { "." } else { &dir })
         ));
     }
-    cmd.push_str(&format!(" --templates {file}"));
+    if let Some(file) = file {
+        cmd.push_str(&format!(" --templates {file}"));
+    }
     cmd
 }
 
@@ -386,6 +390,101 @@ mod tests {
         }
         // One template: its embeddings untouched.
         assert!(matches!(class_embeddings(&[&a], 2), Cow::Borrowed(s) if s == a));
+    }
+
+    fn manifest() -> Manifest {
+        use vl2v::cache::{Counts, DatasetInfo, EncoderInfo, EncoderRole, ViewSet};
+        Manifest {
+            format_version: vl2v::cache::FORMAT_VERSION,
+            tool_version: "test".into(),
+            dataset: DatasetInfo {
+                name: "officehome".into(),
+                root: "/data/office home".into(),
+                domains: officehome(),
+                classes: classes(),
+            },
+            encoder: EncoderInfo {
+                model: "openai/clip-vit-base-patch16".into(),
+                revision: Some("v1".into()),
+                commit: None,
+                weights_sha256: "00".repeat(32),
+                role: EncoderRole::Teacher,
+                architecture: "clip".into(),
+                embedding_dim: 2,
+                normalized: true,
+            },
+            preprocess: serde_json::json!({"mode": "vl2v", "size": 224}),
+            views: ViewSet {
+                count: 4,
+                seed: 7,
+                recipe: "test".into(),
+            },
+            embedding_dtype: EmbeddingDtype::F16,
+            logit_scale: Some(100.0),
+            templates: vec![],
+            counts: Counts::default(),
+            skipped: vec![],
+            parts: vec![],
+            shards: 1,
+            created: String::new(),
+            finished: String::new(),
+        }
+    }
+
+    /// A cache with "a photo of a {}" and "an art of a {}" only.
+    fn class_texts(with_photo: bool) -> ClassTexts {
+        use crate::data::cache_tables::TextSet;
+        let set = |template: &str, embeddings: Vec<f32>| TextSet {
+            template: template.into(),
+            domain: None,
+            embeddings,
+        };
+        let mut sets = vec![set("an art of a {}", vec![0.0, 1.0, 0.6, -0.8])];
+        if with_photo {
+            sets.push(set(PHOTO, vec![1.0, 0.0, 0.8, 0.6]));
+        }
+        ClassTexts::new(2, 2, sets).unwrap()
+    }
+
+    #[test]
+    fn missing_prompts_get_one_line_with_the_embed_command() {
+        let (m, texts) = (manifest(), class_texts(true));
+        let cache =
+            Path::new("/caches/officehome/openai--clip-vit-base-patch16-vl2v-views4-seed7-f16");
+        let err = super::texts(3, &texts, &m, cache, 0)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/caches/officehome/openai--clip-vit-base-patch16-vl2v-views4-seed7-f16: texts.parquet lacks \
+             the prompts of --prompt-style 3 (templates \"a clipart of a {}\", \"a photo of a {} \
+             product\"); add them, without embedding the images again, by rerunning the embed command \
+             that wrote the cache with --templates distill/prompt_styles/style-3.txt: embed --dataset \
+             officehome --root '/data/office home' --model openai/clip-vit-base-patch16 --revision v1 \
+             --preprocess vl2v --views 4 --seed 7 --dtype f16 --cache-dir /caches --templates \
+             distill/prompt_styles/style-3.txt"
+        );
+        // Style 5 with Clipart held out needs the art, product and photo prompts.
+        let err = super::texts(5, &texts, &m, cache, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--prompt-style 5 (template \"a photo of a {} product\"); "),
+            "{err}"
+        );
+        let err = super::texts(2, &class_texts(false), &m, cache, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(template \"a photo of a {}\"); add them")
+                && err.ends_with("the cache: embed --dataset officehome --root '/data/office home' \
+                                  --model openai/clip-vit-base-patch16 --revision v1 --preprocess vl2v \
+                                  --views 4 --seed 7 --dtype f16 --cache-dir /caches"),
+            "{err}"
+        );
+        // Style 2: the cached embeddings as they are.
+        let photo = super::texts(2, &texts, &m, cache, 0).unwrap();
+        assert!(matches!(photo, Cow::Borrowed(p) if p == [1.0, 0.0, 0.8, 0.6]));
     }
 
     #[test]
