@@ -88,7 +88,8 @@ pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
         embedding_dtype: s.dtype,
         logit_scale: job.encoder.teacher().map(|t| t.logit_scale()),
         templates: if job.encoder.teacher().is_some() {
-            s.templates.clone()
+            // job.json's: another shard may have added templates since this one started.
+            cached_templates(&job.dir).unwrap_or_else(|| s.templates.clone())
         } else {
             Vec::new()
         },
@@ -106,6 +107,13 @@ pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
     };
     manifest.write(&job.dir)?;
     Ok(Some(manifest))
+}
+
+/// The templates of job.json, which `embed --templates` may extend while other shards run.
+fn cached_templates(dir: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join(crate::job::JOB_FILE)).ok()?;
+    let job: serde_json::Value = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(job.get("templates")?.clone()).ok()
 }
 
 /// The job file is written when the cache is first claimed.
