@@ -400,7 +400,7 @@ impl<'a> Experiment<'a> {
                 args.device,
                 args.precision.name()
             );
-            Some(backbone_setup(
+            let mut setup = backbone_setup(
                 entry.input,
                 m,
                 student_manifest.as_ref(),
@@ -408,12 +408,13 @@ impl<'a> Experiment<'a> {
                 args.data_root.as_deref(),
                 paths,
                 &device,
-                args.workers.unwrap_or(if device.is_cpu() {
-                    0
-                } else {
-                    std::thread::available_parallelism().map_or(1, usize::from)
-                }),
-            )?)
+            )?;
+            setup.workers = args.workers.unwrap_or(if device.is_cpu() {
+                0
+            } else {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            });
+            Some(setup)
         } else {
             None
         };

@@ -27,7 +27,6 @@ pub fn backbone_setup(
     data_root: Option<&Path>,
     paths: &[String],
     device: &Device,
-    workers: usize,
 ) -> Result<BackboneSetup> {
     let (arch, weights, preprocess) = match input {
         Input::StudentImages => {
@@ -66,7 +65,8 @@ pub fn backbone_setup(
         weights,
         images: Arc::new(images),
         device: device.clone(),
-        workers,
+        // `--workers`: set by the caller.
+        workers: 0,
         align: None,
     })
 }
