@@ -243,6 +243,7 @@ mod tests {
             let vars: Vec<Var> = backbone.vars().iter().map(|(_, v)| v.clone()).collect();
             let sizes: Vec<usize> = vars.iter().map(|v| v.elem_count()).collect();
             let mut adam = Adam::new(&sizes, 5e-5, 0.0);
+            let mut moments = None;
             let teacher: Vec<f32> = wave(batch * 512, 0.53);
             let labels: Vec<usize> = (0..batch).map(|i| i * 7 % 65).collect();
             let mut times = Vec::new();
@@ -262,7 +263,8 @@ mod tests {
                 let (loss, _) = objective.loss(&f, &b).unwrap();
                 let grads = loss.backward().unwrap();
                 let refs: Vec<&Var> = vars.iter().collect();
-                adam.step_vars(&refs, &grads).unwrap();
+                adam.step_where_they_live(&refs, &grads, &mut moments)
+                    .unwrap();
                 dev.synchronize().unwrap();
                 if step > 0 {
                     times.push(started.elapsed().as_secs_f64());

@@ -15,7 +15,6 @@ use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor};
 use crate::data::loader::Loader;
 use crate::data::view_replay::ImageSource;
 use crate::training::trainable_backbone::{Arch, Backbone};
-use vl2v::model::kernel_path;
 use vl2v::train::{Adam, DeviceMoments};
 
 /// Images per forward pass when evaluating.
@@ -155,18 +154,8 @@ impl Algorithm for FineTune {
         if metrics.first().is_some_and(|(_, l)| l.is_finite()) {
             let grads = loss.backward()?;
             let vars: Vec<&Var> = self.vars.iter().map(|(_, v)| v).collect();
-            let device = vars[0].device();
-            if device.is_cpu() && !kernel_path::generic_forced() {
-                self.adam.step_vars(&vars, &grads)?;
-            } else {
-                let moments = match &mut self.moments {
-                    Some(moments) => moments,
-                    None => self
-                        .moments
-                        .insert(DeviceMoments::upload(&self.adam, device)?),
-                };
-                self.adam.step_on_device(&vars, &grads, moments)?;
-            }
+            self.adam
+                .step_where_they_live(&vars, &grads, &mut self.moments)?;
         }
         Ok(metrics)
     }

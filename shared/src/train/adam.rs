@@ -126,6 +126,27 @@ impl DeviceMoments {
 }
 
 impl Adam {
+    /// One step wherever the variables live: [`Adam::step_vars`] on the CPU (unless the device-generic path
+    /// is forced), else [`Adam::step_on_device`] with `moments`, uploaded from the host buffers on first use.
+    pub fn step_where_they_live(
+        &mut self,
+        vars: &[&candle_core::Var],
+        grads: &candle_core::backprop::GradStore,
+        moments: &mut Option<DeviceMoments>,
+    ) -> candle_core::Result<()> {
+        let Some(device) = vars.first().map(|v| v.device().clone()) else {
+            return Ok(());
+        };
+        if device.is_cpu() && !crate::model::kernel_path::generic_forced() {
+            return self.step_vars(vars, grads);
+        }
+        let moments = match moments {
+            Some(moments) => moments,
+            None => moments.insert(DeviceMoments::upload(self, &device)?),
+        };
+        self.step_on_device(vars, grads, moments)
+    }
+
     /// [`Adam::step_vars`] as tensor operations on the variables' own device, with the moments of `moments`
     /// (torch's formula; on a GPU the rounding differs from the host path's by a few ulps).
     pub fn step_on_device(
