@@ -60,6 +60,25 @@ time nice -n 19 cargo build --release --features cuda -p embed --bin embed "$@"
 time nice -n 19 cargo build --release --features cuda -p distill "$@"
 ls -la "$CARGO_TARGET_DIR/release/embed" "$CARGO_TARGET_DIR/release/distill" || true
 
+# 5. WITH_TESTS=1: also the test binaries the GPU checks run (tests/cuda/gpu_check.sh): the shared library's
+# (the generic path and Adam against the CPU) and distill's (the step bench); their paths go to
+# $CARGO_TARGET_DIR/{shared,distill}_tests.path.
+if [ "${WITH_TESTS:-0}" = 1 ]; then
+  test_binary() { # package, target name
+    nice -n 19 cargo test --release --features cuda -p "$1" --no-run --message-format=json "${@:3}" |
+      python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] \
+            and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])' "$2"
+  }
+  test_binary vl2v-shared vl2v --lib > "$CARGO_TARGET_DIR/shared_tests.path"
+  test_binary distill distill --bin distill > "$CARGO_TARGET_DIR/distill_tests.path"
+  cat "$CARGO_TARGET_DIR"/shared_tests.path "$CARGO_TARGET_DIR"/distill_tests.path
+fi
+
 # Run time: the binary needs libcuda.so.1 (the driver's), libcudart.so.13, libcublas.so.13 (+libcublasLt.so.13)
 # and libcurand.so.10, e.g. LD_LIBRARY_PATH=$CU/lib. Without a GPU, a directory holding libcuda.so.1 -> the
 # stub lets it start: --device cpu works, --device cuda fails cleanly with CUDA_ERROR_NO_DEVICE.

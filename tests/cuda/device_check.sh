@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # One-shot GPU check of the cuda build of `embed`, for the device machine (no Rust there).
-# Expects, under $B (default target/cuda-bin, carried): embed.gz (the stripped, gzipped embed of
-# tests/cuda/build_without_toolkit.sh), cmp_cache.py (from tests/cuda/), ref_cpu/ (the same tiny run's CPU
+# Expects, under $B (default target/cuda-bin, carried): embed.xz or embed.gz (the stripped, compressed embed
+# of tests/cuda/build_without_toolkit.sh, as tests/cuda/prepare_gpu_check.sh packs it), cmp_cache.py (from tests/cuda/), ref_cpu/ (the same tiny run's CPU
 # cache made on the build machine). Writes logs to $OUT.
 set -uo pipefail
 B=${B:-target/cuda-bin}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 exec > >(tee "$OUT/device_check.log") 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-gunzip -c "$B/embed.gz" > /tmp/embed && chmod +x /tmp/embed
+if [ -e "$B/embed.xz" ]; then
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$B/embed.xz" /tmp/embed
+else
+  gunzip -c "$B/embed.gz" > /tmp/embed
+fi
+chmod +x /tmp/embed
 # CUDA 13 runtime libs: the toolkit's, else the torch venv's nvidia wheels.
 LIBS=$(for f in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
   find /usr/local/cuda*/ /opt /usr/lib -name "$f" 2>/dev/null | head -1 | xargs -r dirname; done | sort -u | paste -sd:)

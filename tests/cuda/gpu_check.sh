@@ -23,34 +23,40 @@ say() { printf '\n== [%4ds] %s\n' $((SECONDS - started)) "$*"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 nproc
 mkdir -p /tmp/bin
-for f in "$B"/*.gz; do gunzip -c "$f" >"/tmp/bin/$(basename "$f" .gz)"; done
+unxz() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$@"; }
+for f in "$B"/*.xz; do unxz "$f" "/tmp/bin/$(basename "$f" .xz)"; done
 chmod +x /tmp/bin/*
 LIBS=$(for f in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
     find /usr/local/cuda*/ /opt /usr/lib -name "$f" 2>/dev/null | head -1 | xargs -r dirname
 done | sort -u | paste -sd:)
 export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 ldd /tmp/bin/distill | grep -E 'not found' && echo "MISSING LIBRARIES"
+# The test binaries find their fixtures under the checkout they were built in (CARGO_MANIFEST_DIR).
+BUILT_IN=${BUILT_IN:-/work/main}
+[ -e "$BUILT_IN" ] || { mkdir -p "$(dirname "$BUILT_IN")" && ln -s "$PWD" "$BUILT_IN"; }
+# Whether less than $1 seconds have passed: later sections are skipped rather than cut off.
+before() { [ $((SECONDS - started)) -lt "$1" ]; }
 
 say "1. parity: the generic path on the GPU against the CPU path"
-VL2V_TEST_DEVICE=cuda timeout 180 /tmp/bin/shared_tests --test-threads 1 --nocapture \
+VL2V_TEST_DEVICE=cuda timeout 120 /tmp/bin/shared_tests --test-threads 1 --nocapture \
     generic_path_tests device_steps_match_host_steps || echo "PARITY FAILED rc=$?"
 
 say "2. one Distill step, 3 x 32 images at 224x224, on the GPU"
 W=/tmp/step
-timeout 150 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
+timeout 120 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
     --students resnet50,vit-base --save $W || echo "TORCH STEP FAILED rc=$?"
-timeout 90 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
+before 200 && timeout 60 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
     --students resnet50,vit-base --no-tf32 || echo "TORCH STRICT STEP FAILED rc=$?"
-VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 timeout 200 /tmp/bin/distill_tests \
+VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 timeout 150 /tmp/bin/distill_tests \
     --ignored --exact --nocapture algorithms::adip_distill::tests::student_step_timing ||
     echo "VL2V STEP FAILED rc=$?"
-VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISION=tf32 timeout 120 \
+VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISION=tf32 timeout 90 \
     /tmp/bin/distill_tests --ignored --exact --nocapture algorithms::adip_distill::tests::student_step_timing ||
     echo "VL2V TF32 STEP FAILED rc=$?"
 nvidia-smi --query-gpu=memory.used --format=csv
 
 say "3. embed on the GPU (tests/cuda/device_check.sh)"
-B=$B OUT=$OUT BENCH_N=${BENCH_N:-256} timeout 240 bash tests/cuda/device_check.sh >/dev/null 2>&1 ||
+before 330 && B=$B OUT=$OUT BENCH_N=${BENCH_N:-256} timeout 180 bash tests/cuda/device_check.sh >/dev/null 2>&1 ||
     echo "DEVICE CHECK rc=$?"
 cat "$OUT/device_check.log" 2>/dev/null | grep -vE '^\s*$' | tail -n 40
 
@@ -63,13 +69,14 @@ S=$(timeout 120 /tmp/bin/embed --dataset synthdg --root $D/data --encoder studen
     --model shared/models/mini-vit --views 2 --cache-dir $D/cache | tail -n 1)
 echo "teacher cache $T; student cache $S"
 for dev in cuda cpu; do
+    before 440 || { echo "skipped: out of time"; break; }
     common=(--out $D/runs-$dev --test-domain sketch --steps 61 --checkpoint-freq 20 --device $dev)
     for algorithm in adip-align erm-ft kd adip-distill; do
-        /usr/bin/time -f "$dev $algorithm wall %e s" timeout 120 /tmp/bin/distill run --cache "$T" \
+        /usr/bin/time -f "$dev $algorithm wall %e s" timeout 60 /tmp/bin/distill run --cache "$T" \
             --student-cache "$S" --algorithm $algorithm "${common[@]}" --lr 1e-4 --batch-size 16 >/dev/null ||
             echo "$dev $algorithm FAILED"
     done
-    /usr/bin/time -f "$dev sd wall %e s" timeout 120 /tmp/bin/distill run --cache "$T" --algorithm sd \
+    /usr/bin/time -f "$dev sd wall %e s" timeout 60 /tmp/bin/distill run --cache "$T" --algorithm sd \
         "${common[@]}" --lr 1e-4 --batch-size 16 >/dev/null || echo "$dev sd FAILED"
 done
 python3 - $D <<'PY'

@@ -2,7 +2,7 @@
 # Makes target/cuda-bin ready for tests/cuda/gpu_check.sh (and device_check.sh) on a GPU machine with no Rust:
 # the `cuda` builds of embed and distill (tests/cuda/build_without_toolkit.sh, which needs no toolkit or
 # GPU here), the `cuda` test binaries of the shared library (parity) and of distill (the step bench), the
-# CPU synthdg, each stripped and gzipped; cmp_cache.py; and the tiny dataset's CPU cache to compare with.
+# CPU synthdg, each stripped and xz-compressed; cmp_cache.py; and the tiny dataset's CPU cache to compare with.
 #
 #   bash tests/cuda/prepare_gpu_check.sh      # then, on the GPU machine (carry target/cuda-bin):
 #   bash tests/cuda/gpu_check.sh
@@ -15,7 +15,9 @@ rm -rf "$B" && mkdir -p "$B"
 WITH_TESTS=1 bash tests/cuda/build_without_toolkit.sh
 cargo build --release -p vl2v-lab --bin synthdg -p embed --bin embed
 
-pack() { strip -o "$B/$2" "$1" && gzip -f "$B/$2"; }
+# xz: the CUDA binaries carry the same PTX kernels, which xz packs to half of gzip's size (the device tool
+# carries 64 MiB, repository included).
+pack() { strip -o "$B/$2" "$1" && xz -T2 -9e -f "$B/$2"; }
 pack target/cuda/release/embed embed
 pack target/cuda/release/distill distill
 pack "$(cat target/cuda/shared_tests.path)" shared_tests
