@@ -7,11 +7,14 @@
 #   2. step: one ADiP Distill step (ResNet-50, ViT-B/16; 3 × 32 images at 224²) on the GPU, vl2v and PyTorch
 #      (PyTorch's defaults, and strict fp32);
 #   3. embed: tests/cuda/device_check.sh (tiny CLIP GPU vs CPU cache, ViT-B/16 images/s at batch 32 and 128);
-#   4. distill end to end: the generated benchmark embedded on the GPU, then adip-align, adip-distill, kd,
-#      erm-ft and sd trained on the GPU and on the CPU from the same caches; records compared.
-# Logs go to $OUT (the device tool brings them back).
+#   4. e2e: the generated benchmark embedded on the GPU, then adip-align, adip-distill, kd, erm-ft and sd
+#      trained on the GPU and on the CPU from the same caches; records compared;
+#   5. loader: the training loader against PyTorch's DataLoader on the machine's cores (as
+#      tests/bench/run_loader_bench.sh does here), 0 to all-cores workers.
+# Logs go to $OUT (the device tool brings them back). SECTIONS picks some (default: all but loader).
 #
 #   B=target/cuda-bin OUT=/tmp/out bash tests/cuda/gpu_check.sh
+#   SECTIONS="parity loader" bash tests/cuda/gpu_check.sh
 set -uo pipefail
 B=${B:-target/cuda-bin}
 OUT=${OUT:-/tmp/out}
@@ -36,11 +39,16 @@ BUILT_IN=${BUILT_IN:-/work/main}
 [ -e "$BUILT_IN" ] || { mkdir -p "$(dirname "$BUILT_IN")" && ln -s "$PWD" "$BUILT_IN"; }
 # Whether less than $1 seconds have passed: later sections are skipped rather than cut off.
 before() { [ $((SECONDS - started)) -lt "$1" ]; }
+want() { [[ " ${SECTIONS:-parity step embed e2e} " == *" $1 "* ]]; }
 
+if want parity; then
 say "1. parity: the generic path on the GPU against the CPU path"
 VL2V_TEST_DEVICE=cuda timeout 120 /tmp/bin/shared_tests --test-threads 1 --nocapture \
     generic_path_tests device_steps_match_host_steps || echo "PARITY FAILED rc=$?"
 
+fi
+
+if want step; then
 say "2. one Distill step, 3 x 32 images at 224x224, on the GPU"
 W=/tmp/step
 timeout 120 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
@@ -55,11 +63,17 @@ VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISIO
     echo "VL2V TF32 STEP FAILED rc=$?"
 nvidia-smi --query-gpu=memory.used --format=csv
 
+fi
+
+if want embed; then
 say "3. embed on the GPU (tests/cuda/device_check.sh)"
 before 330 && B=$B OUT=$OUT BENCH_N=${BENCH_N:-256} timeout 180 bash tests/cuda/device_check.sh >/dev/null 2>&1 ||
     echo "DEVICE CHECK rc=$?"
 cat "$OUT/device_check.log" 2>/dev/null | grep -vE '^\s*$' | tail -n 40
 
+fi
+
+if want e2e; then
 say "4. distill end to end on the GPU and on the CPU"
 D=/tmp/e2e
 timeout 60 /tmp/bin/synthdg benchmark --out $D/data --per-class 24 >/dev/null || echo "SYNTHDG FAILED"
@@ -94,4 +108,17 @@ for path in sorted(glob.glob(f"{d}/runs-cuda/synthdg/*/sketch/seed0/results.json
         keys = [k for k in ("loss", "train_out", "test_in", "tr_outloss") if k in a and k in b]
         print(f"  step {a['step']:3d} " + " ".join(f"{k} {a[k]:.4f}/{b[k]:.4f}" for k in keys))
 PY
+fi
+
+if want loader; then
+say "5. the loader against PyTorch's DataLoader, $(nproc) cores"
+L=/tmp/loader
+timeout 60 python3 tests/bench/make_bench_images.py $L --n ${LOADER_N:-1024} >/dev/null
+for workers in 0 4 $(nproc); do
+    timeout 60 python3 tests/bench/loader_torch.py $L --workers $workers --threads "$(nproc)" ||
+        echo "TORCH LOADER FAILED"
+    VL2V_LOADER_IMAGES=$L VL2V_LOADER_WORKERS=$workers timeout 60 /tmp/bin/distill_tests --ignored --exact \
+        --nocapture data::loader::bench::loader_throughput | grep '^loader-bench' || echo "VL2V LOADER FAILED"
+done
+fi
 say "done"

@@ -35,19 +35,24 @@ fn generic<R>(device: &Device, f: impl FnOnce() -> R) -> R {
     }
 }
 
+fn to_cpu(t: &Tensor) -> Tensor {
+    t.to_device(&Device::Cpu).unwrap()
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    to_cpu(t)
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// max |a − b| / max |b|, both brought to the CPU.
 fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
-    let max = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max(&(cpu(a) - cpu(b)).unwrap()) / max(&cpu(b)).max(f32::MIN_POSITIVE)
+    max_abs(&(to_cpu(a) - to_cpu(b)).unwrap()) / max_abs(b).max(f32::MIN_POSITIVE)
 }
 
 /// A fixed probe of an output's shape, so that both paths differentiate the same loss.
@@ -87,16 +92,24 @@ fn assert_passes_agree(
 ) {
     let rel = rel_diff(&generic.0, &fused.0);
     assert!(rel <= 1e-4, "{what}: training outputs differ by {rel:.2e}");
+    // Some gradients vanish analytically (attention's key bias: softmax ignores a shift shared by a row),
+    // leaving rounding noise on both sides; those are compared with the model's largest gradient.
+    let largest = fused
+        .1
+        .iter()
+        .map(|(_, e)| max_abs(e))
+        .fold(0.0f32, f32::max);
     let mut worst = (0.0f32, String::new());
     for ((name, a), (_, e)) in generic.1.iter().zip(&fused.1) {
         let rel = rel_diff(a, e);
-        assert!(
-            rel <= 1e-3,
-            "{what}: gradient of {name} differs by {rel:.2e}"
-        );
         if rel >= worst.0 {
             worst = (rel, name.clone());
         }
+        let noise = max_abs(&(to_cpu(a) - to_cpu(e)).unwrap()) <= 1e-6 * largest;
+        assert!(
+            rel <= 1e-3 || noise,
+            "{what}: gradient of {name} differs by {rel:.2e}"
+        );
     }
     eprintln!(
         "{what}: output {rel:.1e}, {} gradients, worst {:.1e} ({})",
