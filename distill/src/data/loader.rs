@@ -1,11 +1,13 @@
 //! The image loader of the backbone algorithms: decoding, view replay and preprocessing on a pool of
 //! `--workers` threads of its own, one batch ahead of the compute, so that a GPU never waits for the CPU.
-//! Training: the trainer names the next step's picks ([`Loader::prefetch`]) before the current step
-//! computes. Evaluation: [`Loader::pipelined`] prepares chunk i+1 while chunk i runs. The queue holds one
-//! batch. Every image's pixels depend only on (image, view), never on which thread made them or when, so
+//! Training: the trainer names the next step's picks ([`Loader::prefetch`]) before the current step takes
+//! its own ([`Loader::batch`]), so the queue holds two batches: the one being taken and the next.
+//! Evaluation: [`Loader::pipelined`] prepares chunk i+1 while chunk i runs. Every image's pixels depend only on (image, view), never on which thread made them or when, so
 //! results do not depend on the number of workers. With 0 workers (the CPU's default: there the compute
 //! already uses every core) batches are made when asked, on the caller's pool.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
@@ -15,11 +17,16 @@ use super::view_replay::ImageSource;
 
 type Picks = Vec<(usize, usize)>;
 
+/// Batches made ahead, oldest first: the current step's and the next one's.
+const QUEUE: usize = 2;
+
 pub struct Loader {
     images: Arc<ImageSource>,
     pool: Option<rayon::ThreadPool>,
-    /// The batch being made ahead: its picks and where its pixels arrive.
-    pending: Option<(Picks, Receiver<Result<Vec<f32>>>)>,
+    /// Batches being made ahead, oldest first: their picks and where their pixels arrive.
+    pending: VecDeque<(Picks, Receiver<Result<Vec<f32>>>)>,
+    /// Batches made so far, prefetched or not (what the tests count to see that none is made twice).
+    made: Arc<AtomicUsize>,
 }
 
 impl Loader {
@@ -38,7 +45,8 @@ impl Loader {
         Ok(Loader {
             images,
             pool,
-            pending: None,
+            pending: VecDeque::new(),
+            made: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -50,29 +58,39 @@ impl Loader {
     fn spawn(&self, pool: &rayon::ThreadPool, picks: Picks) -> Receiver<Result<Vec<f32>>> {
         let (tx, rx) = sync_channel(1);
         let images = Arc::clone(&self.images);
+        let made = Arc::clone(&self.made);
         // The batch's images are spread over the workers by `pixels`' own parallel loop (this pool's).
         pool.spawn(move || {
+            made.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(images.pixels(&picks));
         });
         rx
     }
 
-    /// Starts the next training batch (no-op without workers). A batch prefetched but never asked for is
-    /// dropped.
+    /// Starts a coming training batch (no-op without workers). Batches prefetched but never asked for are
+    /// dropped, as is the oldest when more than [`QUEUE`] are ahead.
     pub fn prefetch(&mut self, picks: &[(usize, usize)]) {
         if let Some(pool) = &self.pool {
             let rx = self.spawn(pool, picks.to_vec());
-            self.pending = Some((picks.to_vec(), rx));
+            self.pending.push_back((picks.to_vec(), rx));
+            if self.pending.len() > QUEUE {
+                self.pending.pop_front();
+            }
         }
     }
 
-    /// The preprocessed pixels of `picks`: the prefetched batch when it is this one, else made now.
+    /// The preprocessed pixels of `picks`: the prefetched batch when one is this one (those ahead of it are
+    /// dropped), else made now (the queue kept).
     pub fn batch(&mut self, picks: &[(usize, usize)]) -> Result<Vec<f32>> {
-        if let Some((ahead, rx)) = self.pending.take() {
-            if ahead == picks {
-                return received(rx);
-            }
+        if let Some(at) = self.pending.iter().position(|(ahead, _)| ahead == picks) {
+            let (_, rx) = self
+                .pending
+                .drain(..=at)
+                .last()
+                .expect("the matching batch");
+            return received(rx);
         }
+        self.made.fetch_add(1, Ordering::Relaxed);
         match &self.pool {
             Some(pool) => pool.install(|| self.images.pixels(picks)),
             None => self.images.pixels(picks),
@@ -88,6 +106,7 @@ impl Loader {
     ) -> Result<()> {
         let Some(pool) = &self.pool else {
             for (i, picks) in batches.iter().enumerate() {
+                self.made.fetch_add(1, Ordering::Relaxed);
                 each(i, self.images.pixels(picks)?)?;
             }
             return Ok(());
@@ -124,6 +143,32 @@ mod tests {
             paths.push(rel);
         }
         Arc::new(ImageSource::new(dir, &paths, 5, Preprocess::vl2v(16)).unwrap())
+    }
+
+    /// In the trainer's order (step t+1 prefetched before step t is taken), every batch is made once: the
+    /// prefetched one is used, not made again.
+    #[test]
+    fn the_trainers_order_makes_each_batch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = source(dir.path());
+        let steps: Vec<Picks> = (0..5).map(|t| vec![(t, 1), ((t + 2) % 6, 0)]).collect();
+        for workers in [0, 2] {
+            let mut loader = Loader::new(Arc::clone(&images), workers).unwrap();
+            for t in 0..steps.len() {
+                if let Some(next) = steps.get(t + 1) {
+                    loader.prefetch(next);
+                }
+                assert_eq!(
+                    loader.batch(&steps[t]).unwrap(),
+                    images.pixels(&steps[t]).unwrap()
+                );
+            }
+            assert_eq!(
+                loader.made.load(Ordering::Relaxed),
+                steps.len(),
+                "{workers} workers"
+            );
+        }
     }
 
     /// Every worker count gives the synchronous batches: prefetched, asked for without a prefetch, after
