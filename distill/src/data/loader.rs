@@ -83,11 +83,8 @@ impl Loader {
     /// dropped), else made now (the queue kept).
     pub fn batch(&mut self, picks: &[(usize, usize)]) -> Result<Vec<f32>> {
         if let Some(at) = self.pending.iter().position(|(ahead, _)| ahead == picks) {
-            let (_, rx) = self
-                .pending
-                .drain(..=at)
-                .last()
-                .expect("the matching batch");
+            self.pending.drain(..at);
+            let (_, rx) = self.pending.pop_front().expect("the matching batch");
             return received(rx);
         }
         self.made.fetch_add(1, Ordering::Relaxed);
