@@ -29,17 +29,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "$CARGO test -p distill --release --no-run"
-BIN="$($CARGO test -p distill --release --no-run --message-format=json |
-    "$PYTHON" -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "distill" and m.get("executable") \
-            and m["profile"]["test"]:
-        print(m["executable"])
-')"
-[[ -x "$BIN" ]] || { echo "no distill test binary" >&2; exit 1; }
+source tests/bench/distill_test_binary.sh
 
 # Peak resident memory of a command in MiB, written to file $1.
 peak() {
