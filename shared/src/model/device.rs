@@ -81,7 +81,22 @@ impl Precision {
 
 #[cfg(feature = "cuda")]
 fn cuda(ordinal: usize) -> Result<Device, String> {
-    Device::new_cuda(ordinal).map_err(|e| e.to_string())
+    Device::new_cuda(ordinal).map_err(|e| cuda_error_line(&e.to_string()))
+}
+
+/// One line for a failed CUDA start: candle's error text carries a backtrace after its first line.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn cuda_error_line(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default().trim();
+    if first.contains("CUDA_ERROR_NO_DEVICE") {
+        "no CUDA device answers (CUDA_ERROR_NO_DEVICE): is there a GPU, with the NVIDIA driver loaded and \
+         visible to this process (CUDA_VISIBLE_DEVICES)? --device cpu runs on the CPU"
+            .into()
+    } else if first.contains("CUDA_ERROR_INVALID_DEVICE") {
+        format!("no such CUDA device ({first}); nvidia-smi lists the devices")
+    } else {
+        first.to_string()
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -113,6 +128,21 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// candle's error for a machine without a GPU (as a CUDA build printed it there: its first line, then a
+    /// backtrace) becomes one line that says what to check.
+    #[test]
+    fn a_missing_gpu_is_one_line() {
+        let candle = "DriverError(CUDA_ERROR_NO_DEVICE, \"<Failure when calling cuGetErrorString()>\")\n   0: \
+                      bt\n             at /root/.cargo/registry/src/candle-core-0.11.1/src/error.rs:260:25";
+        let line = cuda_error_line(candle);
+        assert!(!line.contains('\n') && !line.contains("error.rs"), "{line}");
+        assert!(
+            line.contains("no CUDA device") && line.contains("--device cpu"),
+            "{line}"
+        );
+        assert_eq!(cuda_error_line("something else\n 0: bt"), "something else");
     }
 
     #[test]
