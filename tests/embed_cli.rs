@@ -53,6 +53,8 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     let manifest = Manifest::read(&dir).unwrap();
     assert_eq!(manifest.counts.images as usize, n);
     assert_eq!(manifest.counts.rows as usize, n * 3);
+    // --device auto in a build without CUDA, default precision; recorded by every part.
+    assert_eq!(manifest.computed_on, ["cpu fp32"]);
     assert_eq!(manifest.skipped.len(), 2, "{:?}", manifest.skipped);
     assert!(manifest
         .skipped

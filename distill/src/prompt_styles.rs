@@ -426,6 +426,7 @@ mod tests {
             skipped: vec![],
             parts: vec![],
             shards: 1,
+            computed_on: Vec::new(),
             created: String::new(),
             finished: String::new(),
         }

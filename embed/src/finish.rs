@@ -23,10 +23,16 @@ pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
     let mut skipped = Vec::new();
     let mut rows = 0u64;
     let mut part_names = Vec::new();
+    let mut computed_on: Vec<String> = Vec::new();
     for part in &parts {
         let path = part_path(job, part.index);
         let info =
             read_part_footer(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if let Some(on) = info.computed_on {
+            if !computed_on.contains(&on) {
+                computed_on.push(on);
+            }
+        }
         rows += info.rows;
         skipped.extend(info.skipped);
         part_names.push(format!(
@@ -102,6 +108,7 @@ pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
         skipped,
         parts: part_names,
         shards: job.shard.1,
+        computed_on,
         created: created_time(&job.dir),
         finished: now_rfc3339(),
     };

@@ -53,6 +53,8 @@ pub struct Job {
     pub encoder: Encoder,
     pub settings: JobSettings,
     pub shard: (u32, u32),
+    /// The device and precision that compute this run's parts (`cuda:0 fp32`): each part's footer.
+    pub computed_on: String,
 }
 
 pub fn run(args: &Args) -> Result<PathBuf> {
@@ -181,6 +183,7 @@ fn prepare(args: &Args) -> Result<Job> {
         encoder,
         settings,
         shard: args.shard.unwrap_or((0, 1)),
+        computed_on: format!("{} {}", device_name(&device), args.precision.name()),
     })
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use vl2v::cache::{write_image_part, ImageRow, Skipped};
+use vl2v::cache::{write_image_part_on, ImageRow, Skipped};
 use vl2v::image::load_rgb;
 use vl2v::views::ViewParams;
 
@@ -208,7 +208,8 @@ fn consume(
             }
             Message::PartDone(index) => {
                 let path = part_path(job, index);
-                write_image_part(&path, dim, job.settings.dtype, &rows, &skipped)
+                let on = Some(job.computed_on.as_str());
+                write_image_part_on(&path, dim, job.settings.dtype, &rows, &skipped, on)
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 stats.images += images_in_part;
                 stats.rows += rows.len();

@@ -385,6 +385,7 @@ mod tests {
             skipped: vec![],
             parts,
             shards: 1,
+            computed_on: Vec::new(),
             created: "2026-01-01T00:00:00Z".into(),
             finished: "2026-01-01T00:00:00Z".into(),
         }

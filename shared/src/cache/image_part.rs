@@ -20,6 +20,8 @@ use crate::views::ViewParams;
 pub const META_SKIPPED: &str = "vl2v.skipped";
 /// Footer key: number of distinct images embedded in the part (decimal).
 pub const META_IMAGES: &str = "vl2v.images";
+/// The device and precision that computed a part's embeddings (`cuda:0 fp32`, `cpu fp32`).
+pub const META_COMPUTED_ON: &str = "vl2v.computed_on";
 
 /// One cached (image, view).
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +52,8 @@ pub struct PartInfo {
     pub skipped: Vec<Skipped>,
     pub dim: usize,
     pub dtype: EmbeddingDtype,
+    /// [`META_COMPUTED_ON`]; `None` for parts written before it was recorded.
+    pub computed_on: Option<String>,
 }
 
 /// Writes one image part atomically (temporary file in the same directory, fsync, rename) and returns the
@@ -61,6 +65,18 @@ pub fn write_image_part(
     dtype: EmbeddingDtype,
     rows: &[ImageRow],
     skipped: &[Skipped],
+) -> Result<u64, CacheError> {
+    write_image_part_on(path, dim, dtype, rows, skipped, None)
+}
+
+/// [`write_image_part`], recording in the footer the device and precision that computed the rows.
+pub fn write_image_part_on(
+    path: &Path,
+    dim: usize,
+    dtype: EmbeddingDtype,
+    rows: &[ImageRow],
+    skipped: &[Skipped],
+    computed_on: Option<&str>,
 ) -> Result<u64, CacheError> {
     check_dims(dim, rows.iter().map(|r| r.embedding.as_slice())).map_err(|reason| {
         CacheError::InvalidRows {
@@ -77,10 +93,13 @@ pub fn write_image_part(
         path: path.to_path_buf(),
         reason: format!("cannot serialise the skipped list: {e}"),
     })?;
-    let metadata = vec![
+    let mut metadata = vec![
         KeyValue::new(META_IMAGES.to_string(), images.to_string()),
         KeyValue::new(META_SKIPPED.to_string(), skipped_json),
     ];
+    if let Some(on) = computed_on {
+        metadata.push(KeyValue::new(META_COMPUTED_ON.to_string(), on.to_string()));
+    }
     let schema = image_schema(dim, dtype);
     let batches = rows
         .chunks(BATCH_ROWS)
@@ -149,5 +168,6 @@ pub fn read_part_footer(path: &Path) -> Result<PartInfo, CacheError> {
         skipped,
         dim,
         dtype,
+        computed_on: footer_value(&builder, META_COMPUTED_ON).map(str::to_string),
     })
 }

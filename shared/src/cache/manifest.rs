@@ -35,6 +35,11 @@ pub struct Manifest {
     /// Part files, relative to the cache directory (`images/part-00000.parquet`, ...).
     pub parts: Vec<String>,
     pub shards: u32,
+    /// The devices and precisions that computed the image parts (`cuda:0 fp32`, `cpu fp32`; several when
+    /// shards ran on different machines), distinct, in part order. Empty for caches from before it was
+    /// recorded.
+    #[serde(default)]
+    pub computed_on: Vec<String>,
     /// RFC 3339 UTC, see [`super::rfc3339_utc`].
     pub created: String,
     pub finished: String,
@@ -203,6 +208,7 @@ mod tests {
             }],
             parts: vec!["images/part-00000.parquet".into()],
             shards: 1,
+            computed_on: Vec::new(),
             created: "2025-01-01T00:00:00Z".into(),
             finished: "2025-01-01T00:10:00Z".into(),
         }

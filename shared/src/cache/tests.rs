@@ -144,9 +144,22 @@ fn footer_holds_counts_and_skipped_files() {
             images: 4,
             skipped: skipped(),
             dim: 8,
-            dtype: EmbeddingDtype::F32
+            dtype: EmbeddingDtype::F32,
+            computed_on: None,
         }
     );
+    // The device that computed a part is read back from its footer.
+    write_image_part_on(
+        &path,
+        8,
+        EmbeddingDtype::F32,
+        &rows,
+        &[],
+        Some("cuda:1 tf32"),
+    )
+    .unwrap();
+    let on = read_part_footer(&path).unwrap().computed_on;
+    assert_eq!(on.as_deref(), Some("cuda:1 tf32"));
 
     // A part may hold nothing but skipped files.
     let empty = dir.path().join("empty.parquet");

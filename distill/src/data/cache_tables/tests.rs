@@ -65,6 +65,7 @@ fn manifest(dim: usize, images: u64, parts: Vec<String>, views: u32) -> Manifest
         skipped: vec![],
         parts,
         shards: 1,
+        computed_on: Vec::new(),
         created: "2025-01-01T00:00:00Z".into(),
         finished: "2025-01-01T00:00:00Z".into(),
     }

@@ -59,6 +59,7 @@ fn manifest(dtype: EmbeddingDtype, images: usize, views: u32, parts: Vec<String>
         skipped: vec![],
         parts,
         shards: 1,
+        computed_on: Vec::new(),
         created: "2025-01-01T00:00:00Z".into(),
         finished: "2025-01-01T00:00:00Z".into(),
     }
