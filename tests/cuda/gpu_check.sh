@@ -9,6 +9,7 @@
 #   3. embed: tests/cuda/device_check.sh (tiny CLIP GPU vs CPU cache, ViT-B/16 images/s at batch 32 and 128);
 #   4. e2e: the generated benchmark embedded on the GPU, then adip-align, adip-distill, kd, erm-ft and sd
 #      trained on the GPU and on the CPU from the same caches; records compared;
+#   profile: the vl2v step of section 2 with its phases (forward, loss + backward, Adam) timed apart;
 #   5. loader: the training loader against PyTorch's DataLoader on the machine's cores (as
 #      tests/bench/run_loader_bench.sh does here), 0 to all-cores workers.
 # Logs go to $OUT (the device tool brings them back). SECTIONS picks some (default: all but loader).
@@ -39,6 +40,7 @@ BUILT_IN=${BUILT_IN:-/work/main}
 [ -e "$BUILT_IN" ] || { mkdir -p "$(dirname "$BUILT_IN")" && ln -s "$PWD" "$BUILT_IN"; }
 # Whether less than $1 seconds have passed: later sections are skipped rather than cut off.
 before() { [ $((SECONDS - started)) -lt "$1" ]; }
+W=/tmp/step
 want() { [[ " ${SECTIONS:-parity step embed e2e} " == *" $1 "* ]]; }
 
 if want parity; then
@@ -50,7 +52,6 @@ fi
 
 if want step; then
 say "2. one Distill step, 3 x 32 images at 224x224, on the GPU"
-W=/tmp/step
 timeout 120 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
     --students resnet50,vit-base --save $W || echo "TORCH STEP FAILED rc=$?"
 before 200 && timeout 60 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
@@ -63,6 +64,18 @@ VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISIO
     echo "VL2V TF32 STEP FAILED rc=$?"
 nvidia-smi --query-gpu=memory.used --format=csv
 
+fi
+
+if want profile; then
+say "the Distill step's phases on the GPU"
+[ -e $W/resnet50.safetensors ] || timeout 120 python3 tests/bench/student_step_torch.py --device cuda \
+    --batch 96 --steps 1 --students resnet50,vit-base --save $W >/dev/null
+for precision in fp32 tf32; do
+    VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISION=$precision \
+        VL2V_STEP_PHASES=1 timeout 120 /tmp/bin/distill_tests --ignored --exact --nocapture \
+        algorithms::adip_distill::tests::student_step_timing 2>&1 | grep -E 'step|forward' ||
+        echo "PROFILE FAILED"
+done
 fi
 
 if want embed; then

@@ -247,13 +247,24 @@ mod tests {
             let teacher: Vec<f32> = wave(batch * 512, 0.53);
             let labels: Vec<usize> = (0..batch).map(|i| i * 7 % 65).collect();
             let mut times = Vec::new();
+            // Seconds of forward, loss + backward, Adam (each ended by a device synchronisation when
+            // VL2V_STEP_PHASES=1, which a GPU's asynchronous queue otherwise hides), per timed step.
+            let phases_wanted = std::env::var("VL2V_STEP_PHASES").is_ok_and(|v| v == "1");
+            let mut phases: Vec<[f64; 3]> = Vec::new();
             for step in 0..4 {
                 let pixels = Tensor::randn(0f32, 1.0, batch * 3 * 224 * 224, &Device::Cpu)
                     .unwrap()
                     .to_vec1::<f32>()
                     .unwrap();
                 let started = std::time::Instant::now();
+                let lap = |from: std::time::Instant| {
+                    if phases_wanted {
+                        dev.synchronize().unwrap();
+                    }
+                    from.elapsed().as_secs_f64()
+                };
                 let f = backbone.forward_train(&pixels, batch, 224).unwrap();
+                let forward = lap(started);
                 let b = Batch {
                     picks: &[],
                     student: &[],
@@ -262,17 +273,25 @@ mod tests {
                 };
                 let (loss, _) = objective.loss(&f, &b).unwrap();
                 let grads = loss.backward().unwrap();
+                let backward = lap(started) - forward;
                 let refs: Vec<&Var> = vars.iter().collect();
                 adam.step_where_they_live(&refs, &grads, &mut moments)
                     .unwrap();
                 dev.synchronize().unwrap();
                 if step > 0 {
-                    times.push(started.elapsed().as_secs_f64());
+                    let total = started.elapsed().as_secs_f64();
+                    times.push(total);
+                    phases.push([forward, backward, total - forward - backward]);
                 }
             }
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
             eprintln!("{name}: step {median:.3}s ({times:?})");
+            if phases_wanted {
+                for [f, b, a] in &phases {
+                    eprintln!("{name}: forward {f:.3}s, loss + backward {b:.3}s, Adam {a:.3}s");
+                }
+            }
             results.insert(
                 name.to_string(),
                 serde_json::json!({"seconds": median, "steps": times.len()}),
