@@ -274,8 +274,24 @@ fn distill_refuses_out_of_range_values_without_a_cache() {
             "1e-300",
             "--holdout-fraction",
             "1e-9",
+            "--workers",
+            "1024",
         ],
         "missing-cache",
+    );
+    refused(
+        "distill",
+        &[
+            "run",
+            "--cache",
+            s(&cache),
+            "--algorithm",
+            "kd",
+            "--workers",
+            "1025",
+        ],
+        "--workers",
+        "is not in 0..=1024",
     );
     refused(
         "distill",

@@ -13,3 +13,8 @@ pub mod sweep;
 pub fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(min..)
 }
+
+/// A thread count: 0 to 1024 (more would only exhaust the machine's threads).
+pub fn threads() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(0..=1024)
+}

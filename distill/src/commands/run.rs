@@ -128,8 +128,8 @@ pub struct Args {
 
     /// Backbone algorithms: image loader threads, which decode, replay and preprocess the next batch while
     /// the current one computes (results do not depend on their number) [default: 0 on the CPU, where the
-    /// compute uses every core; every core beside a GPU].
-    #[arg(long)]
+    /// compute uses every core; every core beside a GPU]. At most 1024.
+    #[arg(long, value_parser = super::threads())]
     pub workers: Option<usize>,
 
     /// Seeds parameter initialisation and minibatch sampling.
