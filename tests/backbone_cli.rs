@@ -404,3 +404,86 @@ fn loader_workers_do_not_change_results() {
         assert!(other.1 == outputs[0].1, "model with workers #{i}");
     }
 }
+
+/// lp-ft starts from the finished erm-lp run's probe: without it, one line naming the run and the command;
+/// with it, the recorded probe path, and a first evaluation (step 0, after one update at a learning rate
+/// too small to move anything: the pretrained student with the probe as its classifier) that agrees with
+/// the probe's own evaluation at its saved step, split by split (the probe was evaluated on the cached
+/// view-0 features of the same student, lp-ft recomputes them from the images).
+#[test]
+fn lp_ft_starts_from_the_linear_probe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 4, "2", "test-resnet-basic", &weights);
+    let out = tmp.path().join("runs");
+    let (t, s, o) = (
+        teacher.to_str().unwrap(),
+        student.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let run_algorithm = |algorithm: &str, steps: &str, lr: &str| {
+        distill(&[
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            o,
+            "--algorithm",
+            algorithm,
+            "--test-domain",
+            "sketch",
+            "--steps",
+            steps,
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "3",
+            "--lr",
+            lr,
+        ])
+    };
+    let (ok, _, stderr) = run_algorithm("lp-ft", "3", "1e-12");
+    assert!(!ok);
+    assert!(
+        stderr.contains("lp-ft needs the finished erm-lp run")
+            && stderr.contains("erm-lp/sketch/seed0")
+            && stderr.contains("--algorithm erm-lp"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run_algorithm("erm-lp", "5", "1e-2");
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run_algorithm("lp-ft", "3", "1e-12");
+    assert!(ok, "{stderr}");
+
+    let recs = records(&out.join("toy/lp-ft/sketch/seed0"));
+    assert!(recs[0]["args"]["align_model"]
+        .as_str()
+        .unwrap()
+        .ends_with("erm-lp/sketch/seed0/model.safetensors"));
+    // The probe's saved step, as the record names it; that step's evaluation of the probe.
+    let saved_step = recs[0]["args"]["align_step"].as_u64().unwrap();
+    let probe = records(&out.join("toy/erm-lp/sketch/seed0"))
+        .into_iter()
+        .find(|r| r["step"].as_u64() == Some(saved_step))
+        .unwrap();
+    assert_eq!(recs[0]["step"], 0);
+    for key in [
+        "env0_out_acc",
+        "env1_out_acc",
+        "env2_in_acc",
+        "env2_out_acc",
+    ] {
+        assert_eq!(recs[0][key], probe[key], "{key}: {} vs {}", recs[0], probe);
+    }
+    // The same logits up to the cache's f16 rounding of the features.
+    let (a, b) = (
+        recs[0]["tr_outloss"].as_f64().unwrap(),
+        probe["tr_outloss"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 1e-2 * b.abs().max(1.0),
+        "tr_outloss {a} vs {b}"
+    );
+}

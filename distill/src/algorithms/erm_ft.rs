@@ -38,6 +38,21 @@ impl Objective for Erm {
 }
 
 pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
+    build_with_head(setup, overrides, false)
+}
+
+/// `lp-ft` (Kumar et al., ICLR 2022, "Fine-Tuning can Distort Pretrained Features"): erm-ft whose new
+/// classifier starts as the finished linear probe (`erm-lp`) of the same held-out domain, seed, trial seed
+/// and tag, as adip-distill starts from its Align run; the same loss, optimiser and defaults as erm-ft.
+pub fn build_lp_ft(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>> {
+    build_with_head(setup, overrides, true)
+}
+
+fn build_with_head(
+    setup: &Setup,
+    overrides: &Overrides,
+    from_probe: bool,
+) -> Result<Box<dyn Algorithm>> {
     let hparams = Hparams {
         lr: overrides.lr.unwrap_or(5e-5),
         weight_decay: overrides.weight_decay.unwrap_or(0.0),
@@ -45,7 +60,15 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
     };
     let spec = setup.backbone.context("erm-ft needs a backbone")?;
     let backbone = FineTune::backbone(spec)?;
-    let head = LinearHead::new(backbone.dim(), setup.classes, setup.seed, &spec.device)?;
+    let head = if from_probe {
+        let probe = spec
+            .align
+            .as_ref()
+            .context("lp-ft needs the linear probe of the erm-lp run")?;
+        LinearHead::from_probe(probe, backbone.dim(), setup.classes, &spec.device)?
+    } else {
+        LinearHead::new(backbone.dim(), setup.classes, setup.seed, &spec.device)?
+    };
     Ok(Box::new(FineTune::new(
         serde_json::to_value(&hparams)?,
         hparams.batch_size,

@@ -257,6 +257,32 @@ impl LinearHead {
         })
     }
 
+    /// The head of a finished linear probe (`classifier.weight`, `classifier.bias` of an erm-lp run).
+    pub fn from_probe(
+        probe: &HashMap<String, Vec<f32>>,
+        inputs: usize,
+        classes: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let get = |name: &str, len: usize| -> Result<&Vec<f32>> {
+            let v = probe
+                .get(name)
+                .with_context(|| format!("the linear probe has no tensor {name}"))?;
+            anyhow::ensure!(
+                v.len() == len,
+                "the linear probe's {name} has {} values, this student and dataset need {len}",
+                v.len()
+            );
+            Ok(v)
+        };
+        let weight = get("classifier.weight", classes * inputs)?;
+        let bias = get("classifier.bias", classes)?;
+        Ok(LinearHead {
+            weight: Var::from_tensor(&Tensor::from_slice(weight, (classes, inputs), device)?)?,
+            bias: Var::from_tensor(&Tensor::from_slice(bias, classes, device)?)?,
+        })
+    }
+
     /// `x · Wᵀ + b`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.matmul(&self.weight.as_tensor().t()?)?

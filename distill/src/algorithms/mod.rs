@@ -171,6 +171,11 @@ pub const REGISTRY: &[Entry] = &[
         build: erm_ft::build,
     },
     Entry {
+        name: "lp-ft",
+        input: Input::StudentImages,
+        build: erm_ft::build_lp_ft,
+    },
+    Entry {
         name: "kd",
         input: Input::StudentImages,
         build: kd::build,
@@ -217,7 +222,7 @@ mod tests {
         let err = lookup("erm").err().unwrap().to_string();
         assert_eq!(
             err,
-            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill, sd"
+            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd"
         );
     }
 }

@@ -25,6 +25,8 @@ Algorithms (cache only):
                 with λ·(−cos(p, I)) + (1−λ)·(−cos(p, T_y)); predicts with the zero-shot head
 Algorithms that train the backbone on the dataset's images (each cached view replayed):
   erm-ft        the student plus a new linear classifier, cross-entropy
+  lp-ft         LP-FT (Kumar et al. 2022): erm-ft whose classifier starts as the linear probe of the
+                finished erm-lp run of the same held-out domain, seed and trial seed (under --out)
   kd            the student plus a new linear classifier, CE(z/τ, y) + λ·KL(softmax(z_T/τ) ‖ softmax(z/τ)),
                 z_T = the teacher's zero-shot logits of the same view (τ 0.1, λ 0.5)
   adip-distill  ADiP Distill: the student trains, the projection of the finished adip-align run of the
@@ -68,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     pub student_cache: Option<PathBuf>,
 
-    /// zeroshot, erm-lp, erm-ft, kd, adip-align, adip-distill or sd.
+    /// zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill or sd.
     #[arg(long)]
     pub algorithm: String,
 
@@ -515,20 +517,29 @@ impl<'a> Experiment<'a> {
         trainer::run(&dir, algorithm.as_mut(), &data, &config)
     }
 
-    /// adip-distill: hands the backbone the projection of the finished Align run of the same held-out
-    /// domain, seed, trial seed and tag, and returns that model's path and step (recorded in `args`).
+    /// adip-distill and lp-ft: hands the backbone the model of the finished first stage (adip-align's
+    /// projection, erm-lp's probe) of the same held-out domain, seed, trial seed and tag, and returns that
+    /// model's path and step (recorded in `args`).
     fn load_align_model(&mut self, test: usize) -> Result<Option<(PathBuf, Option<u64>)>> {
-        if self.entry.name != "adip-distill" {
-            return Ok(None);
-        }
-        let dir = self.run_dir("adip-align", test);
+        let first = match self.entry.name {
+            "adip-distill" => "adip-align",
+            "lp-ft" => "erm-lp",
+            _ => return Ok(None),
+        };
+        let dir = self.run_dir(first, test);
         let student_cache = self
             .args
             .student_cache
             .as_deref()
             .context("no --student-cache")?;
         let swad = self.args.align_model == AlignModel::Swad;
-        let chosen = align_model_of(&dir, &self.args.cache, student_cache, swad)?;
+        let chosen = align_model_of(
+            &dir,
+            &self.args.cache,
+            student_cache,
+            swad,
+            (first, self.entry.name),
+        )?;
         if let Some(b) = self.backbone.as_mut() {
             b.align = Some(chosen.tensors);
         }

@@ -108,7 +108,7 @@ fn model_weights(
     Ok((files.weights, files.config))
 }
 
-/// The Align projection adip-distill starts from.
+/// The first-stage model a second stage starts from (adip-distill: the Align projection; lp-ft: the probe).
 pub struct AlignModel {
     pub path: PathBuf,
     /// The Align step it was saved at (absent from files written before vl2v recorded it).
@@ -116,7 +116,8 @@ pub struct AlignModel {
     pub tensors: Tensors,
 }
 
-/// The projection of the finished Align run in `dir`, which must have been trained on the same caches:
+/// The model of the finished first-stage run (`first`: adip-align's projection for adip-distill, erm-lp's
+/// probe for lp-ft) in `dir`, which must have been trained on the same caches:
 /// its model.safetensors, as the official code loads `TE<k>_best.pth` (the latest evaluation at a step ≥
 /// `model_save` that ties the best train_out), or with `swad` its SWAD-averaged model_swad.safetensors.
 pub fn align_model(
@@ -124,43 +125,45 @@ pub fn align_model(
     cache: &Path,
     student_cache: &Path,
     swad: bool,
+    (first, then): (&str, &str),
 ) -> Result<AlignModel> {
-    let hint =
-        "run `distill run --algorithm adip-align` with the same --cache, --student-cache, --out, \
-                --seed and --trial-seed first";
+    let hint = format!(
+        "run `distill run --algorithm {first}` with the same --cache, --student-cache, --out, --seed \
+         and --trial-seed first"
+    );
     ensure!(
         dir.join(DONE).is_file(),
-        "adip-distill needs the finished Align run {}: {hint}",
+        "{then} needs the finished {first} run {}: {hint}",
         dir.display()
     );
     let records = run_dir::read_results(dir)?;
     let args = records
         .first()
         .and_then(|(_, r)| r.get("args"))
-        .context("the Align run has no results")?;
+        .with_context(|| format!("the {first} run has no results"))?;
     let same = |key: &str, ours: &Path| {
         let theirs = args.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
         theirs.is_some_and(|t| std::fs::canonicalize(&t).ok() == std::fs::canonicalize(ours).ok())
     };
     ensure!(
         same("cache", cache) && same("student_cache", student_cache),
-        "the Align run {} was trained on other caches than --cache/--student-cache: {hint}",
+        "the {first} run {} was trained on other caches than --cache/--student-cache: {hint}",
         dir.display()
     );
     let path = dir.join(if swad { MODEL_SWAD } else { MODEL });
     if !path.is_file() {
         if swad {
             bail!(
-                "the Align run {} has no SWAD model ({MODEL_SWAD}): run it with --swad, or pass \
+                "the {first} run {} has no SWAD model ({MODEL_SWAD}): run it with --swad, or pass \
                  --align-model official",
                 dir.display()
             );
         }
         let model_save = args.get("model_save").and_then(|v| v.as_u64()).unwrap_or(0);
         bail!(
-            "the Align run {} saved no {MODEL}: no evaluation at a step ≥ its --model-save {model_save} \
+            "the {first} run {} saved no {MODEL}: no evaluation at a step ≥ its --model-save {model_save} \
              tied its best train_out (the official code would have no TE<k>_best.pth either); rerun \
-             Align with a smaller --model-save",
+             {first} with a smaller --model-save",
             dir.display()
         );
     }
