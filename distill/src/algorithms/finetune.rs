@@ -1,4 +1,4 @@
-//! What the algorithms that train the backbone on images share (erm-ft, kd, adip-distill, sd): each step
+//! What the algorithms that train the backbone on images share (erm-ft, lp-ft, kd, adip-distill, sd): each step
 //! replays the sampled (image, view) pairs through the student's preprocessing, runs the differentiable
 //! backbone, asks the algorithm's [`Objective`] for the loss, and takes one torch-Adam step over the
 //! backbone's variables and the objective's own. Evaluation runs a frozen snapshot of the backbone over
