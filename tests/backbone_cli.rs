@@ -487,3 +487,87 @@ fn lp_ft_starts_from_the_linear_probe() {
         "tr_outloss {a} vs {b}"
     );
 }
+
+/// wise-ft mixes the teacher's tower with the finished sd run's: α = 0 evaluates as the zero-shot head on
+/// the cached teacher embeddings, α = 1 as the sd model at its saved step (accuracies split by split, and
+/// the same loss of the training domains' out splits up to the cache's rounding), and a missing sd run gets
+/// one line.
+#[test]
+fn wise_ft_spans_the_zero_shot_and_the_fine_tuned_tower() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, _) = teacher_and_student(tmp.path(), 4, "2", "test-resnet-basic", &weights);
+    let out = tmp.path().join("runs");
+    let (t, o) = (teacher.to_str().unwrap(), out.to_str().unwrap());
+    let run_algorithm = |algorithm: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--cache",
+            t,
+            "--out",
+            o,
+            "--algorithm",
+            algorithm,
+            "--test-domain",
+            "art",
+        ];
+        args.extend_from_slice(extra);
+        distill(&args)
+    };
+    let (ok, _, stderr) = run_algorithm("wise-ft", &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("wise-ft needs the finished sd run") && stderr.contains("--algorithm sd"),
+        "{stderr}"
+    );
+    let train = [
+        "--steps",
+        "5",
+        "--checkpoint-freq",
+        "2",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+    ];
+    let (ok, _, stderr) = run_algorithm("sd", &train);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run_algorithm("zeroshot", &[]);
+    assert!(ok, "{stderr}");
+    for (alpha, tag) in [("0", "a0"), ("1", "a1")] {
+        let (ok, _, stderr) = run_algorithm("wise-ft", &["--lambda", alpha, "--tag", tag]);
+        assert!(ok, "α {alpha}: {stderr}");
+    }
+    let first = |dir: &str| records(&out.join(format!("toy/{dir}/art/seed0")));
+    let (a0, a1) = (first("wise-ft@a0"), first("wise-ft@a1"));
+    assert_eq!(a0.len(), 1, "one evaluation, nothing trains");
+    assert_eq!(a0[0]["hparams"]["alpha"], 0.0);
+    assert!(a1[0]["args"]["align_model"]
+        .as_str()
+        .unwrap()
+        .ends_with("sd/art/seed0/model.safetensors"));
+    let zero_shot = &first("zeroshot")[0];
+    let saved_step = a1[0]["args"]["align_step"].as_u64().unwrap();
+    let sd = first("sd")
+        .into_iter()
+        .find(|r| r["step"].as_u64() == Some(saved_step))
+        .unwrap();
+    for (got, want) in [(&a0[0], zero_shot), (&a1[0], &sd)] {
+        for key in [
+            "env1_out_acc",
+            "env2_out_acc",
+            "env0_in_acc",
+            "env0_out_acc",
+        ] {
+            assert_eq!(got[key], want[key], "{key}: {got} vs {want}");
+        }
+        let (a, b) = (
+            got["tr_outloss"].as_f64().unwrap(),
+            want["tr_outloss"].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-2 * b.abs().max(1.0),
+            "tr_outloss {a} vs {b}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ enum Command {
     Splits(splits::Args),
     /// The paper's CLIP-embedding robustness table (E1–E6) from a teacher cache alone, as markdown.
     Analyze(analyze::Args),
-    /// Train and evaluate an algorithm (zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd)
+    /// Train and evaluate an algorithm (zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd, wise-ft)
     /// leave-one-domain-out.
     Run(Box<run::Args>),
     /// A grid of `run`s (λ × trial seed × seed) from the same caches, several at once.

@@ -10,6 +10,7 @@ mod finetune;
 mod kd;
 pub mod official_scripts;
 mod sd;
+mod wise_ft;
 mod zeroshot;
 
 use std::collections::HashMap;
@@ -195,6 +196,11 @@ pub const REGISTRY: &[Entry] = &[
         input: Input::TeacherImages,
         build: sd::build,
     },
+    Entry {
+        name: "wise-ft",
+        input: Input::TeacherImages,
+        build: wise_ft::build,
+    },
 ];
 
 /// The registry entry called `name`, or an error listing the valid names.
@@ -222,7 +228,7 @@ mod tests {
         let err = lookup("erm").err().unwrap().to_string();
         assert_eq!(
             err,
-            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd"
+            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd, wise-ft"
         );
     }
 }

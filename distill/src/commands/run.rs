@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use serde_json::json;
 use vl2v::model::students::name_from_architecture;
 
@@ -33,6 +33,9 @@ Algorithms that train the backbone on the dataset's images (each cached view rep
                 same held-out domain, seed and trial seed (under --out) and the zero-shot head are frozen;
                 loss and prediction as adip-align
   sd            VL2V-SD: the teacher's own CLIP image tower trains on the same loss, no projection
+  wise-ft       WiSE-FT (Wortsman et al. 2022): (1 − α)·zero-shot tower + α·the tower of the finished
+                (untagged) sd run, α = --lambda (0.5); nothing trains, one evaluation; a sweep over
+                --lambda picks α by training-domain validation
 The student (architecture, weights, preprocessing) is the one --student-cache was embedded with; sd uses the
 teacher of --cache. Weights are found where embed found them (--model overrides) and must match the sha256
 in the manifest; images are read from the dataset folder the cache records (--data-root overrides).
@@ -70,7 +73,7 @@ pub struct Args {
     #[arg(long)]
     pub student_cache: Option<PathBuf>,
 
-    /// zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill or sd.
+    /// zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd or wise-ft.
     #[arg(long)]
     pub algorithm: String,
 
@@ -99,7 +102,7 @@ pub struct Args {
     pub weight_decay: Option<f64>,
 
     /// adip-align, adip-distill, sd: weight λ of the image term, in [0, 1]; kd: weight of the KL term,
-    /// finite and >= 0 [default: 0.5].
+    /// finite and >= 0; wise-ft: the fine-tuned tower's weight α, in [0, 1] [default: 0.5].
     #[arg(long, value_parser = vl2v::ranges::non_negative, allow_negative_numbers = true)]
     pub lambda: Option<f64>,
 
@@ -295,7 +298,8 @@ pub(crate) fn check_args(args: &Args, entry: &algorithms::Entry) -> Result<()> {
     if let Some(lambda) = args.lambda {
         // The ADiP loss mixes its two terms as λ and 1 − λ (kd's λ weighs KL alone: any λ ≥ 0, as parsed).
         ensure!(
-            lambda <= 1.0 || !matches!(entry.name, "adip-align" | "adip-distill" | "sd"),
+            lambda <= 1.0
+                || !matches!(entry.name, "adip-align" | "adip-distill" | "sd" | "wise-ft"),
             "--lambda must be in [0, 1] for {}, got {lambda}",
             entry.name
         );
@@ -444,11 +448,15 @@ impl<'a> Experiment<'a> {
 
     /// The run folder of held-out domain `test` for `algorithm`.
     fn run_dir(&self, algorithm: &str, test: usize) -> PathBuf {
+        self.run_dir_tagged(algorithm, self.args.tag.as_deref(), test)
+    }
+
+    fn run_dir_tagged(&self, algorithm: &str, tag: Option<&str>, test: usize) -> PathBuf {
         let m = &self.teacher.manifest;
         crate::training::run_dir::run_dir(
             &self.args.out,
             &m.dataset.name,
-            &folder(algorithm, self.args.tag.as_deref()),
+            &folder(algorithm, tag),
             &m.dataset.domains[test],
             self.args.seed,
             self.args.trial_seed,
@@ -524,14 +532,16 @@ impl<'a> Experiment<'a> {
         let first = match self.entry.name {
             "adip-distill" => "adip-align",
             "lp-ft" => "erm-lp",
+            "wise-ft" => "sd",
             _ => return Ok(None),
         };
-        let dir = self.run_dir(first, test);
-        let student_cache = self
-            .args
-            .student_cache
-            .as_deref()
-            .context("no --student-cache")?;
+        // A sweep's tags name wise-ft's α grid, all from the one untagged sd run.
+        let dir = if self.entry.name == "wise-ft" {
+            self.run_dir_tagged(first, None, test)
+        } else {
+            self.run_dir(first, test)
+        };
+        let student_cache = self.args.student_cache.as_deref();
         let swad = self.args.align_model == AlignModel::Swad;
         let chosen = align_model_of(
             &dir,

@@ -123,7 +123,7 @@ pub struct AlignModel {
 pub fn align_model(
     dir: &Path,
     cache: &Path,
-    student_cache: &Path,
+    student_cache: Option<&Path>,
     swad: bool,
     (first, then): (&str, &str),
 ) -> Result<AlignModel> {
@@ -141,12 +141,17 @@ pub fn align_model(
         .first()
         .and_then(|(_, r)| r.get("args"))
         .with_context(|| format!("the {first} run has no results"))?;
-    let same = |key: &str, ours: &Path| {
+    // A cache given on both sides is the same folder; one given on neither (sd's student cache) matches.
+    let same = |key: &str, ours: Option<&Path>| {
         let theirs = args.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
-        theirs.is_some_and(|t| std::fs::canonicalize(&t).ok() == std::fs::canonicalize(ours).ok())
+        match (theirs, ours) {
+            (Some(t), Some(o)) => std::fs::canonicalize(&t).ok() == std::fs::canonicalize(o).ok(),
+            (None, None) => true,
+            _ => false,
+        }
     };
     ensure!(
-        same("cache", cache) && same("student_cache", student_cache),
+        same("cache", Some(cache)) && same("student_cache", student_cache),
         "the {first} run {} was trained on other caches than --cache/--student-cache: {hint}",
         dir.display()
     );
