@@ -4,7 +4,7 @@
 #   generate the synthdg benchmark (8 classes × clipart, painting, photo, sketch)   → data/synthdg
 #   embed it with the mini CLIP teacher (view 0 + augmented views)                   → data/cache/synthdg/…
 #   embed it with the mini student, pretrained on photos only, on the same views     → data/cache/synthdg/…
-#   distill run: zeroshot, erm-lp, adip-align, erm-ft, kd, adip-distill, sd,
+#   distill run: zeroshot, erm-lp, adip-align, erm-ft, lp-ft, kd, adip-distill, sd, wise-ft,
 #                leave-one-domain-out, steps scaled down                             → runs/demo/synthdg/…
 #   distill report: the paper-style table and a PNG chart                            → runs/demo/synthdg/report.{md,png}
 #
@@ -59,12 +59,14 @@ for trial in $TRIALS; do
         "$BIN/distill" run --cache "$T" --student-cache "$S" --algorithm "$algorithm" --trial-seed "$trial" \
             "${common[@]}" --lr 1e-3 >/dev/null
     done
-    for algorithm in erm-ft kd adip-distill; do
+    for algorithm in erm-ft lp-ft kd adip-distill; do
         "$BIN/distill" run --cache "$T" --student-cache "$S" --algorithm "$algorithm" --trial-seed "$trial" \
             "${common[@]}" --lr 1e-4 --batch-size 16 >/dev/null
     done
     "$BIN/distill" run --cache "$T" --algorithm sd --trial-seed "$trial" "${common[@]}" --lr 1e-4 \
         --batch-size 16 >/dev/null
+    # WiSE-FT of that sd tower and the teacher's, α 0.5 (nothing trains).
+    "$BIN/distill" run --cache "$T" --algorithm wise-ft --trial-seed "$trial" --out "$OUT" >/dev/null
 done
 
 say "report"

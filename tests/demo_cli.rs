@@ -7,14 +7,16 @@ use std::process::Command;
 
 use vl2v_tests::run;
 
-const ALGORITHMS: [&str; 7] = [
+const ALGORITHMS: [&str; 9] = [
     "zeroshot",
     "erm-lp",
     "adip-align",
     "erm-ft",
+    "lp-ft",
     "kd",
     "adip-distill",
     "sd",
+    "wise-ft",
 ];
 
 fn demo(work: &Path) -> (bool, String, String) {
@@ -68,5 +70,9 @@ fn reduced_demo_runs_every_stage_and_resumes() {
     assert!(ok, "{stderr}");
     assert_eq!(again, stdout, "the second run prints the same table");
     assert!(stderr.contains("already generated"), "{stderr}");
-    assert_eq!(stderr.matches("done, skipped").count(), 7 * 4, "{stderr}");
+    assert_eq!(
+        stderr.matches("done, skipped").count(),
+        ALGORITHMS.len() * 4,
+        "{stderr}"
+    );
 }
