@@ -166,7 +166,7 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
     let hparams = Hparams::from(overrides, setup)?;
     let spec = setup.backbone.context("adip-distill needs a backbone")?;
     let align = spec
-        .align
+        .first_stage
         .as_ref()
         .context("adip-distill needs the Align run's projection")?;
     let backbone = FineTune::backbone(spec)?;

@@ -62,7 +62,7 @@ fn build_with_head(
     let backbone = FineTune::backbone(spec)?;
     let head = if from_probe {
         let probe = spec
-            .align
+            .first_stage
             .as_ref()
             .context("lp-ft needs the linear probe of the erm-lp run")?;
         LinearHead::from_probe(probe, backbone.dim(), setup.classes, &spec.device)?

@@ -30,8 +30,9 @@ pub struct BackboneSetup {
     pub device: Device,
     /// Image loader threads (`--workers`; 0: none, batches are made on the compute's pool when asked).
     pub workers: usize,
-    /// adip-distill: the selected parameters of the Align run of the same held-out domain.
-    pub align: Option<HashMap<String, Vec<f32>>>,
+    /// A second stage's start: the selected parameters of its first stage's run of the same held-out domain
+    /// (adip-distill: adip-align's projection; lp-ft: erm-lp's probe; wise-ft: sd's tower).
+    pub first_stage: Option<HashMap<String, Vec<f32>>>,
 }
 
 /// The algorithm-specific part: a loss on the backbone's features and a head that predicts from them.

@@ -32,7 +32,7 @@ pub fn build(setup: &Setup, overrides: &Overrides) -> Result<Box<dyn Algorithm>>
         .backbone
         .context("wise-ft needs the teacher's image tower")?;
     let tuned = spec
-        .align
+        .first_stage
         .as_ref()
         .context("wise-ft needs the fine-tuned tower of the sd run")?;
     let backbone = FineTune::backbone(spec)?;

@@ -11,7 +11,7 @@ use crate::algorithms::{self, official_scripts, BackboneSetup, Input, Overrides,
 use crate::data::cache_tables::{open_manifest, TeacherCache};
 use crate::data::{DomainSplits, ViewTable};
 use crate::prompt_styles;
-use crate::training::backbone_from_caches::{align_model as align_model_of, backbone_setup};
+use crate::training::backbone_from_caches::{backbone_setup, first_stage};
 use crate::training::evaluate::EvalSet;
 use crate::training::swad::SwadVariant;
 use crate::training::trainer::{self, RunConfig, RunData, Selected};
@@ -466,7 +466,7 @@ impl<'a> Experiment<'a> {
     /// Trains and evaluates with `test` held out; returns the selected evaluation.
     fn run_held_out(&mut self, test: usize) -> Result<Selected> {
         let args = self.args;
-        let align_model = self.load_align_model(test)?;
+        let align_model = self.load_first_stage(test)?;
         let align_model = align_model.as_ref().map(|(p, s)| (p.as_path(), *s));
         let m = &self.teacher.manifest;
         let style = args.prompt_style;
@@ -528,7 +528,7 @@ impl<'a> Experiment<'a> {
     /// adip-distill and lp-ft: hands the backbone the model of the finished first stage (adip-align's
     /// projection, erm-lp's probe) of the same held-out domain, seed, trial seed and tag, and returns that
     /// model's path and step (recorded in `args`).
-    fn load_align_model(&mut self, test: usize) -> Result<Option<(PathBuf, Option<u64>)>> {
+    fn load_first_stage(&mut self, test: usize) -> Result<Option<(PathBuf, Option<u64>)>> {
         let first = match self.entry.name {
             "adip-distill" => "adip-align",
             "lp-ft" => "erm-lp",
@@ -543,7 +543,7 @@ impl<'a> Experiment<'a> {
         };
         let student_cache = self.args.student_cache.as_deref();
         let swad = self.args.align_model == AlignModel::Swad;
-        let chosen = align_model_of(
+        let chosen = first_stage(
             &dir,
             &self.args.cache,
             student_cache,
@@ -551,7 +551,7 @@ impl<'a> Experiment<'a> {
             (first, self.entry.name),
         )?;
         if let Some(b) = self.backbone.as_mut() {
-            b.align = Some(chosen.tensors);
+            b.first_stage = Some(chosen.tensors);
         }
         Ok(Some((chosen.path, chosen.step)))
     }

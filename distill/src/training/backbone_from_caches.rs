@@ -67,7 +67,7 @@ pub fn backbone_setup(
         device: device.clone(),
         // `--workers`: set by the caller.
         workers: 0,
-        align: None,
+        first_stage: None,
     })
 }
 
@@ -109,7 +109,7 @@ fn model_weights(
 }
 
 /// The first-stage model a second stage starts from (adip-distill: the Align projection; lp-ft: the probe).
-pub struct AlignModel {
+pub struct FirstStage {
     pub path: PathBuf,
     /// The Align step it was saved at (absent from files written before vl2v recorded it).
     pub step: Option<u64>,
@@ -120,13 +120,13 @@ pub struct AlignModel {
 /// probe for lp-ft) in `dir`, which must have been trained on the same caches:
 /// its model.safetensors, as the official code loads `TE<k>_best.pth` (the latest evaluation at a step ≥
 /// `model_save` that ties the best train_out), or with `swad` its SWAD-averaged model_swad.safetensors.
-pub fn align_model(
+pub fn first_stage(
     dir: &Path,
     cache: &Path,
     student_cache: Option<&Path>,
     swad: bool,
     (first, then): (&str, &str),
-) -> Result<AlignModel> {
+) -> Result<FirstStage> {
     let hint = format!(
         "run `distill run --algorithm {first}` with the same --cache, --student-cache, --out, --seed \
          and --trial-seed first"
@@ -177,7 +177,7 @@ pub fn align_model(
         .as_ref()
         .and_then(|m| m.get("step"))
         .and_then(|s| s.as_u64());
-    Ok(AlignModel {
+    Ok(FirstStage {
         path,
         step,
         tensors,
