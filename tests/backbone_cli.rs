@@ -571,3 +571,115 @@ fn wise_ft_spans_the_zero_shot_and_the_fine_tuned_tower() {
         );
     }
 }
+
+/// rise: a cache without RISE's prompts gets one line naming the embed command that adds them; once added
+/// (the images are not embedded again), rise trains the student with a projector into the teacher's text
+/// space and a classifier that starts at the unit prompt-ensemble embeddings, and records its four losses
+/// and its anchors (the training domains' "a {domain} of a {}").
+#[test]
+fn rise_needs_its_prompts_then_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 4, "2", "test-resnet-basic", &weights);
+    let out = tmp.path().join("runs");
+    let (t, s, o) = (
+        teacher.to_str().unwrap(),
+        student.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let rise = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            o,
+            "--algorithm",
+            "rise",
+            "--test-domain",
+            "sketch",
+            "--steps",
+            "3",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        distill(&args)
+    };
+    let (ok, _, stderr) = rise(&[]);
+    assert!(!ok);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        stderr.contains("texts.parquet lacks the prompts of rise")
+            && stderr.contains("\"itap of a {}.\"")
+            && stderr.contains("--templates distill/prompt_styles/rise.txt"),
+        "{stderr}"
+    );
+    let parts = |dir: &Path| {
+        let mut p: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("part"))
+            .map(|p| (p.display().to_string(), fs::read(&p).unwrap()))
+            .collect();
+        p.sort();
+        p
+    };
+    let before = parts(&teacher);
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distill/prompt_styles/rise.txt");
+    let clip = vl2v_tests::tiny_clip();
+    let root = tmp.path().join("toy");
+    let again = cache_dir_of(&mut embed(
+        &root,
+        &tmp.path().join("teacher"),
+        &[
+            "--views",
+            "2",
+            "--model",
+            clip.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(again, teacher);
+    assert_eq!(parts(&teacher), before, "the images are not embedded again");
+
+    let (ok, _, stderr) = rise(&["--lr", "1e-12"]);
+    assert!(ok, "{stderr}");
+    let dir = out.join("toy/rise/sketch/seed0");
+    let recs = records(&dir);
+    assert_eq!(recs.len(), 2, "steps 0 and 2");
+    for key in ["loss", "kl", "ce", "absolute", "relative"] {
+        assert!(recs[1][key].as_f64().is_some_and(f64::is_finite), "{key}");
+    }
+    let h = &recs[0]["hparams"];
+    assert_eq!(h["temperature"], 3.0);
+    assert_eq!(h["w_kd"], 0.9);
+    assert_eq!(h["w_distance"], 0.5);
+    assert_eq!(
+        h["anchors"],
+        serde_json::json!(["a {domain} of a {} @ art", "a {domain} of a {} @ photo"])
+    );
+    let model =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let head = model["head.weight"].to_vec2::<f32>().unwrap();
+    assert_eq!(head.len(), CLASSES.len());
+    for row in &head {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "a unit ensemble row: {norm}");
+    }
+    assert_eq!(
+        model["projector.weight"].dims()[0],
+        head[0].len(),
+        "the projector maps into the teacher's space"
+    );
+    // RISE's own weight grid is checked as it is parsed.
+    let (ok, _, stderr) = rise(&["--kd-weight", "1.5", "--seed", "1"]);
+    assert!(!ok && stderr.contains("--kd-weight"), "{stderr}");
+}

@@ -137,41 +137,76 @@ pub fn class_embeddings<'t>(per_template: &[&'t [f32]], dim: usize) -> Cow<'t, [
 pub fn texts<'t>(
     style: u8,
     texts: &'t ClassTexts,
-    manifest: &Manifest,
-    cache: &Path,
+    manifest: &'t Manifest,
+    cache: &'t Path,
     test: usize,
 ) -> Result<Cow<'t, [f32]>> {
     let templates = templates(style, &manifest.dataset.domains, test)?;
-    let mut per_template = Vec::with_capacity(templates.len());
-    let mut missing = Vec::new();
-    for t in &templates {
-        match texts.get(t, None) {
-            Some(m) => per_template.push(m),
-            None => missing.push(format!("\"{t}\"")),
-        }
-    }
-    if !missing.is_empty() {
-        let file = file(style);
-        let with = match &file {
-            Some(file) => format!(" with --templates {file}"),
-            None => String::new(), // embed always embeds "a photo of a {}"
-        };
-        let add = format!(
-            "add them, without embedding the images again, by rerunning the embed command that wrote the \
-             cache{with}: {}",
-            embed_command(manifest, cache, file.as_deref())
-        );
-        bail!(
-            "{}: texts.parquet lacks the prompts of --prompt-style {style} (template{} {}); {add}",
-            cache.display(),
-            if missing.len() > 1 { "s" } else { "" },
-            missing.join(", ")
-        );
-    }
+    let wanted: Vec<(&str, Option<usize>)> = templates.iter().map(|t| (*t, None)).collect();
+    let bank = PromptBank {
+        texts,
+        manifest,
+        cache,
+    };
+    let per_template = bank.get(
+        &wanted,
+        &format!("--prompt-style {style}"),
+        file(style).as_deref(),
+    )?;
     Ok(class_embeddings(
         &per_template,
         manifest.encoder.embedding_dim,
     ))
+}
+
+/// A teacher cache's class-text embeddings, looked up by template (and domain, for `{domain}` templates),
+/// for the algorithms that need prompts of their own (rise's ensemble and anchors).
+#[derive(Clone, Copy)]
+pub struct PromptBank<'t> {
+    pub texts: &'t ClassTexts,
+    pub manifest: &'t Manifest,
+    /// The cache directory (named in the error that says how to add missing prompts).
+    pub cache: &'t Path,
+}
+
+impl<'t> PromptBank<'t> {
+    /// The `[C, D]` unit embeddings of each (template, domain) in `wanted`, in order. Missing ones get one
+    /// line saying what needs them (`what`) and the `embed` command that adds them (with `--templates
+    /// file`, the repository's file that holds them; none for the templates embed always embeds).
+    pub fn get(
+        &self,
+        wanted: &[(&str, Option<usize>)],
+        what: &str,
+        file: Option<&str>,
+    ) -> Result<Vec<&'t [f32]>> {
+        let mut found = Vec::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for &(t, domain) in wanted {
+            match self.texts.get(t, domain) {
+                Some(m) => found.push(m),
+                None => missing.push(format!("\"{t}\"")),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        missing.dedup();
+        let with = match file {
+            Some(file) => format!(" with --templates {file}"),
+            None => String::new(), // embed always embeds its default templates
+        };
+        let add = format!(
+            "add them, without embedding the images again, by rerunning the embed command that wrote the \
+             cache{with}: {}",
+            embed_command(self.manifest, self.cache, file)
+        );
+        bail!(
+            "{}: texts.parquet lacks the prompts of {what} (template{} {}); {add}",
+            self.cache.display(),
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", ")
+        );
+    }
 }
 
 /// `embed …[ --templates FILE]` with the options the manifest records (the cache directory is

@@ -14,6 +14,11 @@ pub fn non_negative(text: &str) -> Result<f64, String> {
     number(text, |v| v >= 0.0, "a finite number >= 0")
 }
 
+/// A number in [0, 1] (a weight of two complementary terms).
+pub fn unit_interval(text: &str) -> Result<f64, String> {
+    number(text, |v| (0.0..=1.0).contains(&v), "in [0, 1]")
+}
+
 /// A number strictly between 0 and 1 (a held-out fraction: both parts of every domain can be non-empty).
 pub fn open_unit(text: &str) -> Result<f64, String> {
     number(text, |v| v > 0.0 && v < 1.0, "in (0, 1), 0 and 1 excluded")
@@ -72,6 +77,10 @@ mod tests {
         assert_eq!(non_negative("0"), Ok(0.0));
         assert!(non_negative("-0.1").is_err());
         assert!(non_negative("inf").is_err());
+        assert_eq!(unit_interval("0"), Ok(0.0));
+        assert_eq!(unit_interval("1"), Ok(1.0));
+        assert_eq!(unit_interval("1.01"), Err("must be in [0, 1]".into()));
+        assert!(unit_interval("-0.5").is_err());
         assert_eq!(open_unit("0.2"), Ok(0.2));
         for bad in ["0", "1", "-0.1", "1.5", "nan"] {
             assert_eq!(

@@ -180,6 +180,8 @@ mod tests {
             logit_scale: 100.0,
             seed: 5,
             backbone: None,
+            prompts: None,
+            test_domain: 0,
         };
         let algo = build(&setup, &Overrides::default()).unwrap();
         let student: Vec<f32> = (0..n * ds).map(|k| wave(k, 0.37)).collect();

@@ -237,6 +237,8 @@ mod tests {
                 logit_scale: 100.0,
                 seed: 0,
                 backbone: None,
+                prompts: None,
+                test_domain: 0,
             };
             let proj = Projection::from_align(&align, d, 512, &dev).unwrap();
             let objective = AdipTarget::new(&setup, Some(proj), 0.5).unwrap();

@@ -9,6 +9,7 @@ mod erm_lp;
 mod finetune;
 mod kd;
 pub mod official_scripts;
+mod rise;
 mod sd;
 mod wise_ft;
 mod zeroshot;
@@ -61,6 +62,10 @@ pub struct Setup<'a> {
     pub seed: u64,
     /// The backbone and images, for the algorithms that train on images.
     pub backbone: Option<&'a BackboneSetup>,
+    /// The teacher cache's prompts, for the algorithms with prompts of their own (rise).
+    pub prompts: Option<crate::prompt_styles::PromptBank<'a>>,
+    /// The held-out domain (its number in the manifest's domains).
+    pub test_domain: usize,
 }
 
 /// Hyper-parameters given on the command line; `None` keeps the algorithm's default.
@@ -71,6 +76,7 @@ pub struct Overrides {
     pub batch_size: Option<usize>,
     pub lambda: Option<f64>,
     pub temperature: Option<f64>,
+    pub kd_weight: Option<f64>,
 }
 
 /// `Send`: training runs on a rayon worker thread (see `trainer::run`).
@@ -182,6 +188,11 @@ pub const REGISTRY: &[Entry] = &[
         build: kd::build,
     },
     Entry {
+        name: "rise",
+        input: Input::StudentImages,
+        build: rise::build,
+    },
+    Entry {
         name: "adip-align",
         input: Input::StudentFeatures,
         build: adip_align::build,
@@ -228,7 +239,7 @@ mod tests {
         let err = lookup("erm").err().unwrap().to_string();
         assert_eq!(
             err,
-            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd, wise-ft"
+            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, rise, adip-align, adip-distill, sd, wise-ft"
         );
     }
 }

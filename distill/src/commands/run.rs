@@ -102,13 +102,19 @@ pub struct Args {
     pub weight_decay: Option<f64>,
 
     /// adip-align, adip-distill, sd: weight λ of the image term, in [0, 1]; kd: weight of the KL term,
-    /// finite and >= 0; wise-ft: the fine-tuned tower's weight α, in [0, 1] [default: 0.5].
+    /// finite and >= 0; rise: weight of the two distance terms (w3), finite and >= 0; wise-ft: the
+    /// fine-tuned tower's weight α, in [0, 1] [default: 0.5].
     #[arg(long, value_parser = vl2v::ranges::non_negative, allow_negative_numbers = true)]
     pub lambda: Option<f64>,
 
-    /// kd: softmax temperature τ, finite and > 0 [default: 0.1].
+    /// kd, rise: softmax temperature τ, finite and > 0 [default: kd 0.1, rise 3].
     #[arg(long, value_parser = vl2v::ranges::positive, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
+
+    /// rise: weight of the KL term (w1), in [0, 1]; the cross-entropy's is 1 − w1 (w2) [default: 0.2 for
+    /// officehome and terraincognita, else 0.9: the first line of RISE's grid for the dataset].
+    #[arg(long, value_parser = vl2v::ranges::unit_interval, allow_negative_numbers = true)]
+    pub kd_weight: Option<f64>,
 
     /// Backbone algorithms: the model to train, if not where the cache's manifest says (hub id, directory
     /// or safetensors file; its sha256 must match the manifest's).
@@ -481,6 +487,12 @@ impl<'a> Experiment<'a> {
             logit_scale: m.logit_scale.unwrap_or(100.0),
             seed: args.seed,
             backbone: self.backbone.as_ref(),
+            prompts: Some(prompt_styles::PromptBank {
+                texts: &self.teacher.texts,
+                manifest: m,
+                cache: &args.cache,
+            }),
+            test_domain: test,
         };
         let overrides = Overrides {
             lr: args.lr,
@@ -488,6 +500,7 @@ impl<'a> Experiment<'a> {
             batch_size: args.batch_size,
             lambda: args.lambda,
             temperature: args.temperature,
+            kd_weight: args.kd_weight,
         };
         let mut algorithm = (self.entry.build)(&setup, &overrides)?;
         let config = RunConfig {

@@ -90,6 +90,8 @@ fn build(name: &str, s: &Synthetic, classes: usize, lr: f64) -> Box<dyn Algorith
         logit_scale: 100.0,
         seed: 0,
         backbone: None,
+        prompts: None,
+        test_domain: 0,
     };
     let overrides = Overrides {
         lr: Some(lr),
@@ -239,6 +241,8 @@ fn officehome_sized_adip_align_timing() {
         logit_scale: 100.0,
         seed: 0,
         backbone: None,
+        prompts: None,
+        test_domain: 0,
     };
     // The official defaults: lr 5e-5, batch 32 per domain, λ 0.5.
     let mut a = (lookup("adip-align").unwrap().build)(&setup, &Overrides::default()).unwrap();
