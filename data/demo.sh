@@ -42,7 +42,7 @@ say "benchmark: $DATA"
 
 say "teacher cache (mini CLIP, $VIEWS augmented views)"
 T="$("$BIN/embed" --dataset synthdg --root "$DATA" --model "$TEACHER" --views "$VIEWS" \
-    --cache-dir "$CACHE" | tail -n 1)"
+    --cache-dir "$CACHE" --templates distill/prompt_styles/rise.txt | tail -n 1)"
 say "student cache (mini ViT pretrained on photos, the same views)"
 S="$("$BIN/embed" --dataset synthdg --root "$DATA" --encoder student --student mini-vit \
     --model "$STUDENT" --views "$VIEWS" --cache-dir "$CACHE" | tail -n 1)"
@@ -59,7 +59,7 @@ for trial in $TRIALS; do
         "$BIN/distill" run --cache "$T" --student-cache "$S" --algorithm "$algorithm" --trial-seed "$trial" \
             "${common[@]}" --lr 1e-3 >/dev/null
     done
-    for algorithm in erm-ft lp-ft kd adip-distill; do
+    for algorithm in erm-ft lp-ft kd rise adip-distill; do
         "$BIN/distill" run --cache "$T" --student-cache "$S" --algorithm "$algorithm" --trial-seed "$trial" \
             "${common[@]}" --lr 1e-4 --batch-size 16 >/dev/null
     done

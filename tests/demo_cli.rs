@@ -7,13 +7,14 @@ use std::process::Command;
 
 use vl2v_tests::run;
 
-const ALGORITHMS: [&str; 9] = [
+const ALGORITHMS: [&str; 10] = [
     "zeroshot",
     "erm-lp",
     "adip-align",
     "erm-ft",
     "lp-ft",
     "kd",
+    "rise",
     "adip-distill",
     "sd",
     "wise-ft",

@@ -76,7 +76,7 @@ pub struct Args {
     /// Extra prompt templates, one per line with {} for the class name (or {label} for its label
     /// number) and optionally {domain}; added to "a photo of a {}" and "a {domain} of a {}". On an
     /// existing cache, new templates are added to it: only their prompts are embedded, the images are
-    /// not (distill/prompt_styles/ holds the templates of `distill run --prompt-style`).
+    /// not (distill/prompt_styles/ holds the templates of `distill run --prompt-style` and of rise).
     #[arg(long)]
     pub templates: Option<PathBuf>,
 
