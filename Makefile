@@ -4,7 +4,7 @@ MODEL ?= openai/clip-vit-base-patch16
 EMBED_FLAGS ?=
 CARGO ?= cargo
 
-.PHONY: build test data embed distill demo lab-models lint bench fixtures clean-cache interop
+.PHONY: build test data embed distill demo lab-models lint bench fixtures clean-cache interop domainbed-check
 
 # The cuda feature where a CUDA toolkit is found (nvcc on PATH, or CUDA_HOME), or with CUDA=1; CUDA=0 builds
 # for the CPU only. Every command's --device auto then takes GPU 0 when one answers.
@@ -91,3 +91,11 @@ fixtures:
 # time; never run in CI).
 interop:
 	CARGO="$(CARGO)" bash tests/interop/run_interop.sh
+
+# DomainBed's own collect_results.py and model selection (vendored without torch in tests/fixtures/domainbed)
+# read a reported run folder's domainbed/ view and select, run by run, what `distill report` selected; numpy
+# and tqdm pinned in tests/domainbed/requirements.txt go into a venv in target/ (needs PyPI the first time;
+# never run in CI). A demo-sized folder is made under target/domainbed-check, or DOMAINBED_RUNS=runs/demo/synthdg
+# checks that one.
+domainbed-check:
+	CARGO="$(CARGO)" bash tests/domainbed/run_domainbed_check.sh

@@ -118,7 +118,7 @@ fn report_tabulates_mean_and_standard_error_over_trial_seeds() {
         .filter(|n| !fs::metadata(runs.join("toy").join(n)).unwrap().is_dir())
         .collect();
     names.sort();
-    assert_eq!(names, ["report.md", "report.png"]);
+    assert_eq!(names, ["report.json", "report.md", "report.png"]);
 
     // --dataset filters; an unknown one is an error.
     let (ok, again, _) = report(&["--runs", runs.to_str().unwrap(), "--dataset", "toy"]);

@@ -12,9 +12,11 @@
 //! its `train_out` the ID figure (the official code's "SWAD (inD)").
 //!
 //! Beside each `report.md`, `report.png` charts the same cells (mean ± SE in percent) as grouped bars: one
-//! group per column, one series per algorithm (see `chart`).
+//! group per column, one series per algorithm (see `chart`); `report.json` lists every run's selection
+//! exactly; `domainbed/` is the flat folder DomainBed's own `collect_results.py` reads (see `domainbed`).
 
 mod chart;
+mod domainbed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +39,16 @@ Avg-OOD) of mean ± standard error (population std / sqrt(n)) in percent over re
 seed) goes to stdout and to <runs>/<dataset>/report.md. The averages average the held-out domains within
 each replicate first (replicates with every domain only); a domain without runs prints – (and so do the
 averages). The same numbers go to <runs>/<dataset>/report.png as a bar chart (one group per column, one
-bar per algorithm, error bars ±SE; a cell without runs has no bar).";
+bar per algorithm, error bars ±SE; a cell without runs has no bar). <runs>/<dataset>/report.json lists every
+run's selection (folder, algorithm, held-out domain and index, trial seed, seed, selected step, its train_out
+and test_in, the SWAD line's, the ID and OOD figures, and its DomainBed entries).
+
+<runs>/<dataset>/domainbed/ is a flat folder of the same finished runs that DomainBed's own tools read
+unchanged (python -m domainbed.scripts.collect_results --input_dir <runs>/<dataset>/domainbed): one
+<algorithm>-<test-domain>-<seed…>/results.jsonl per run, its records byte for byte except args (algorithm:
+the report's row; dataset: DomainBed's name, e.g. OfficeHome; output_dir: the run folder). A SWAD run is two
+entries: <row> (the averaged model's line, the number this report prints) and <row>-noswad (its per-step
+evaluations). Entries of runs no longer reported are removed.";
 
 /// Tabulate finished runs (DomainBed's collect_results): mean ± SE per algorithm and held-out domain.
 #[derive(Debug, clap::Args)]
@@ -80,9 +91,9 @@ pub fn run(args: &Args) -> Result<()> {
         if args.dataset.as_ref().is_some_and(|d| *d != name) {
             continue;
         }
-        let results = finished_runs(&dataset_dir)?;
-        if !results.is_empty() {
-            datasets.push((name, dataset_dir, results));
+        let runs = finished_run_dirs(&dataset_dir)?;
+        if !runs.is_empty() {
+            datasets.push((name, dataset_dir, runs));
         }
     }
     if datasets.is_empty() {
@@ -95,8 +106,9 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     let mut out = String::new();
-    for (i, (name, dir, results)) in datasets.iter().enumerate() {
-        let table = Table::new(results);
+    for (i, (name, dir, runs)) in datasets.iter().enumerate() {
+        let results: Vec<RunResult> = runs.iter().map(|(_, r)| r.clone()).collect();
+        let table = Table::new(&results);
         let md = table.markdown(name);
         write_bytes_atomic(&dir.join("report.md"), md.as_bytes())
             .with_context(|| format!("cannot write {}", dir.join("report.md").display()))?;
@@ -104,6 +116,11 @@ pub fn run(args: &Args) -> Result<()> {
         let (groups, series) = table.chart_series();
         chart::bar_chart_png(&png, &table.chart_title(name), &groups, &series)
             .with_context(|| format!("cannot write {}", png.display()))?;
+        let entries = domainbed::write_view(dir, runs)?;
+        let json = selections_json(name, dir, runs, &entries);
+        let path = dir.join("report.json");
+        write_bytes_atomic(&path, format!("{json:#}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         if i > 0 {
             out.push('\n');
         }
@@ -115,15 +132,57 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// Every finished run of a dataset's folder (`<runs>/<dataset>`); unfinished ones are named on stderr.
 pub fn finished_runs(dataset_dir: &Path) -> Result<Vec<RunResult>> {
+    Ok(finished_run_dirs(dataset_dir)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// [`finished_runs`] with each run's folder.
+fn finished_run_dirs(dataset_dir: &Path) -> Result<Vec<(PathBuf, RunResult)>> {
     let mut results = Vec::new();
     for run_dir in run_dirs(dataset_dir)? {
         if !run_dir.join(run_dir::DONE).exists() {
             eprintln!("skipped (unfinished): {}", run_dir.display());
             continue;
         }
-        results.push(read_run(&run_dir).with_context(|| format!("run {}", run_dir.display()))?);
+        let result = read_run(&run_dir).with_context(|| format!("run {}", run_dir.display()))?;
+        results.push((run_dir, result));
     }
     Ok(results)
+}
+
+/// `report.json`: every run's selection and figures.
+fn selections_json(
+    dataset: &str,
+    dataset_dir: &Path,
+    runs: &[(PathBuf, RunResult)],
+    entries: &[Vec<String>],
+) -> Value {
+    let runs: Vec<Value> = runs
+        .iter()
+        .zip(entries)
+        .map(|((dir, r), entries)| {
+            let s = &r.selected;
+            serde_json::json!({
+                "run": dir.strip_prefix(dataset_dir).unwrap_or(dir),
+                "algorithm": r.algorithm,
+                "test_env": r.env,
+                "test_domain": r.domain,
+                "trial_seed": r.replicate.0,
+                "seed": r.replicate.1,
+                "step": s.step,
+                "train_out": s.train_out,
+                "test_in": s.test_in,
+                "swad_train_out": s.swad_train_out,
+                "swad_test_in": s.swad_test_in,
+                "id": s.id(),
+                "ood": s.ood(),
+                "domainbed": entries,
+            })
+        })
+        .collect();
+    serde_json::json!({"dataset": dataset, "runs": runs})
 }
 
 /// The subdirectories of `dir`, sorted by name.
@@ -149,6 +208,9 @@ fn file_name(path: &Path) -> String {
 fn run_dirs(dataset_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for algorithm in subdirs(dataset_dir)? {
+        if file_name(&algorithm) == domainbed::FOLDER {
+            continue;
+        }
         for domain in subdirs(&algorithm)? {
             for leaf in subdirs(&domain)? {
                 if leaf.join(run_dir::RESULTS).exists() || leaf.join(run_dir::DONE).exists() {

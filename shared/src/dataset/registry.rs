@@ -10,6 +10,9 @@ pub struct DatasetSpec {
     pub folder: &'static str,
     /// Domain folders, exactly as on disk, in sorted order.
     pub domains: &'static [&'static str],
+    /// DomainBed's name of the dataset (its class in `domainbed/datasets.py`, whose environments are these
+    /// domains in this order), or `None` for a benchmark DomainBed lacks.
+    pub domainbed: Option<&'static str>,
 }
 
 pub const REGISTRY: &[DatasetSpec] = &[
@@ -17,21 +20,25 @@ pub const REGISTRY: &[DatasetSpec] = &[
         name: "officehome",
         folder: "office_home",
         domains: &["Art", "Clipart", "Product", "Real World"],
+        domainbed: Some("OfficeHome"),
     },
     DatasetSpec {
         name: "pacs",
         folder: "PACS",
         domains: &["art_painting", "cartoon", "photo", "sketch"],
+        domainbed: Some("PACS"),
     },
     DatasetSpec {
         name: "vlcs",
         folder: "VLCS",
         domains: &["Caltech101", "LabelMe", "SUN09", "VOC2007"],
+        domainbed: Some("VLCS"),
     },
     DatasetSpec {
         name: "terraincognita",
         folder: "terra_incognita",
         domains: &["location_100", "location_38", "location_43", "location_46"],
+        domainbed: Some("TerraIncognita"),
     },
     DatasetSpec {
         name: "domainnet",
@@ -44,12 +51,14 @@ pub const REGISTRY: &[DatasetSpec] = &[
             "real",
             "sketch",
         ],
+        domainbed: Some("DomainNet"),
     },
     // Generated offline by `synthdg benchmark` (shared/src/synth), for demos without downloads.
     DatasetSpec {
         name: "synthdg",
         folder: "synthdg",
         domains: &["clipart", "painting", "photo", "sketch"],
+        domainbed: None,
     },
 ];
 
