@@ -17,6 +17,7 @@
 
 mod chart;
 mod domainbed;
+mod paper;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -36,7 +37,11 @@ its train_out the ID accuracy. Runs with SWAD (distill run --swad) report the te
 \"swad\": true line (the averaged model, as the official code does: \"SWAD\" and \"SWAD (inD)\") as OOD and
 ID instead; that line is never selected. Per dataset, a markdown table (algorithm × held-out domain, then Avg-ID and
 Avg-OOD) of mean ± standard error (population std / sqrt(n)) in percent over replicates (trial seed ×
-seed) goes to stdout and to <runs>/<dataset>/report.md. The averages average the held-out domains within
+seed) goes to stdout and to <runs>/<dataset>/report.md. On the paper's datasets (officehome, terraincognita,
+vlcs, pacs, domainnet) a last column, paper Avg-OOD, gives the published OOD accuracy of the row's method
+(distill/paper/tables.json, from the paper's Tables 1-2: Table 2's ImageNet ViT-B/16 student for erm-lp,
+erm-ft, lp-ft, kd, rise and adip-distill; Table 1's white box for zeroshot, wise-ft and sd; – for rows the
+paper lacks). The averages average the held-out domains within
 each replicate first (replicates with every domain only); a domain without runs prints – (and so do the
 averages). The same numbers go to <runs>/<dataset>/report.png as a bar chart (one group per column, one
 bar per algorithm, error bars ±SE; a cell without runs has no bar). <runs>/<dataset>/report.json lists every
@@ -369,15 +374,39 @@ impl Table {
         for name in &self.domains {
             s.push_str(&format!(" {name} |"));
         }
-        s.push_str(" Avg-ID | Avg-OOD |\n|---|");
-        s.push_str(&"---|".repeat(self.domains.len() + 2));
+        // The paper's number for the rows it has, on the datasets it has (docs/PAPER.md, Tables 1–2).
+        let published: Vec<Option<paper::Published>> = self
+            .rows
+            .iter()
+            .map(|(algorithm, _)| paper::published(dataset, algorithm))
+            .collect();
+        let with_paper = published.iter().any(Option::is_some);
+        s.push_str(" Avg-ID | Avg-OOD |");
+        if with_paper {
+            s.push_str(" paper Avg-OOD |");
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---|".repeat(self.domains.len() + 2 + usize::from(with_paper)));
         s.push('\n');
-        for (algorithm, cells) in &self.rows {
+        for ((algorithm, cells), published) in self.rows.iter().zip(&published) {
             s.push_str(&format!("| {algorithm} |"));
             for values in cells {
                 s.push_str(&format!(" {} |", format_cell(values)));
             }
+            if with_paper {
+                match published {
+                    Some(p) => s.push_str(&format!(" {:.2} ({}) |", p.ood, p.table)),
+                    None => s.push_str(&format!(" {MISSING} |")),
+                }
+            }
             s.push('\n');
+        }
+        if with_paper {
+            s.push_str(
+                "\npaper Avg-OOD: the published OOD accuracy of the row's method on this dataset (VL2V-ADiP, \
+                 CVPR 2024; docs/PAPER.md): Table 2 with an ImageNet ViT-B/16 student and the CLIP ViT-B/16 \
+                 teacher, SWAD; Table 1 with CLIP ViT-B/16 itself trained (white box).\n",
+            );
         }
         s
     }
