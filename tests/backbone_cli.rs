@@ -683,3 +683,78 @@ fn rise_needs_its_prompts_then_trains() {
     let (ok, _, stderr) = rise(&["--kd-weight", "1.5", "--seed", "1"]);
     assert!(!ok && stderr.contains("--kd-weight"), "{stderr}");
 }
+
+/// scmd: a cache without SCMD's prompt gets the embed command; with it, scmd trains on the hardest rows,
+/// records its three losses and keeps its logit scale within [0, ln 100]. (Its moving average, which starts
+/// at update 300, and that average's checkpoint are unit-tested in algorithms/finetune.rs.)
+#[test]
+fn scmd_needs_its_prompt_then_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 2, "1", "test-resnet-basic", &weights);
+    let out = tmp.path().join("runs");
+    let (t, s, o) = (
+        teacher.to_str().unwrap(),
+        student.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let scmd = || {
+        distill(&[
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            o,
+            "--algorithm",
+            "scmd",
+            "--test-domain",
+            "photo",
+            "--steps",
+            "3",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "3",
+            "--lr",
+            "1e-2",
+        ])
+    };
+    let (ok, _, stderr) = scmd();
+    assert!(
+        !ok && stderr.contains("texts.parquet lacks the prompts of scmd")
+            && stderr.contains("--templates distill/prompt_styles/scmd.txt"),
+        "{stderr}"
+    );
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distill/prompt_styles/scmd.txt");
+    let clip = vl2v_tests::tiny_clip();
+    cache_dir_of(&mut embed(
+        &tmp.path().join("toy"),
+        &tmp.path().join("teacher"),
+        &[
+            "--views",
+            "1",
+            "--model",
+            clip.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+        ],
+    ));
+    let (ok, _, stderr) = scmd();
+    assert!(ok, "{stderr}");
+    let dir = out.join("toy/scmd/photo/seed0");
+    let recs = records(&dir);
+    assert_eq!(recs.len(), 2, "steps 0 and 2");
+    for key in ["loss", "ce", "kd", "cross_modal"] {
+        assert!(recs[1][key].as_f64().is_some_and(f64::is_finite), "{key}");
+    }
+    assert_eq!(recs[0]["hparams"]["select_until"], 3750);
+    assert_eq!(recs[0]["hparams"]["sma_start"], 300);
+    let model =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let scale = model["logit_scale"].to_vec1::<f32>().unwrap()[0];
+    assert!((0.0..=100f32.ln()).contains(&scale), "{scale}");
+    assert!(model.contains_key("projector.weight") && model.contains_key("head.weight"));
+}

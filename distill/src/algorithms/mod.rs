@@ -10,6 +10,7 @@ mod finetune;
 mod kd;
 pub mod official_scripts;
 mod rise;
+mod scmd;
 mod sd;
 mod wise_ft;
 mod zeroshot;
@@ -193,6 +194,11 @@ pub const REGISTRY: &[Entry] = &[
         build: rise::build,
     },
     Entry {
+        name: "scmd",
+        input: Input::StudentImages,
+        build: scmd::build,
+    },
+    Entry {
         name: "adip-align",
         input: Input::StudentFeatures,
         build: adip_align::build,
@@ -239,7 +245,7 @@ mod tests {
         let err = lookup("erm").err().unwrap().to_string();
         assert_eq!(
             err,
-            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, rise, adip-align, adip-distill, sd, wise-ft"
+            "unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, rise, scmd, adip-align, adip-distill, sd, wise-ft"
         );
     }
 }

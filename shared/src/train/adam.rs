@@ -14,6 +14,8 @@ pub struct Adam {
     /// First and second moments, one buffer per parameter.
     pub m: Vec<Vec<f32>>,
     pub v: Vec<Vec<f32>>,
+    /// A parameter's own learning rate (torch's parameter groups), by position; `None` or missing: `lr`.
+    pub group_lr: Vec<Option<f64>>,
 }
 
 impl Adam {
@@ -28,6 +30,18 @@ impl Adam {
             t: 0,
             m: sizes.iter().map(|&n| vec![0.0; n]).collect(),
             v: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            group_lr: Vec::new(),
+        }
+    }
+
+    /// The update of parameter `i` within step `update` (its group's learning rate, if it has one).
+    fn update_of(&self, update: AdamUpdate, i: usize) -> AdamUpdate {
+        match self.group_lr.get(i).copied().flatten() {
+            Some(lr) => AdamUpdate {
+                step_size: (lr / (1.0 - self.beta1.powi(self.t as i32))) as f32,
+                ..update
+            },
+            None => update,
         }
     }
 
@@ -72,10 +86,12 @@ impl Adam {
         use rayon::prelude::*;
         assert_eq!(vars.len(), self.m.len(), "one moment buffer per variable");
         let update = self.begin_step();
+        let updates: Vec<AdamUpdate> = (0..vars.len()).map(|i| self.update_of(update, i)).collect();
         vars.par_iter()
+            .zip(updates)
             .zip(self.m.par_iter_mut())
             .zip(self.v.par_iter_mut())
-            .try_for_each(|((var, m), v)| {
+            .try_for_each(|(((var, update), m), v)| {
                 let Some(g) = grads.get(var.as_tensor()) else {
                     return Ok(());
                 };
@@ -160,12 +176,13 @@ impl Adam {
             moments.m.len(),
             "one moment buffer per variable"
         );
-        let u = self.begin_step();
-        let (b1, b2) = (f64::from(u.beta1), f64::from(u.beta2));
+        let step = self.begin_step();
+        let (b1, b2) = (f64::from(step.beta1), f64::from(step.beta2));
         for (i, var) in vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            let u = self.update_of(step, i);
             let p = var.as_tensor().flatten_all()?;
             let mut g = g.flatten_all()?;
             if u.weight_decay != 0.0 {
@@ -268,6 +285,37 @@ mod tests {
         );
         assert!((want2 - 0.936_610).abs() < 1e-5);
         assert_eq!(adam.t, 2);
+    }
+
+    /// A parameter group's own learning rate (torch: `[{'params': …}, {'params': [s], 'lr': 1e-4}]`): on
+    /// step 1 with g = 0.5, m̂/(sqrt(v̂) + eps) = 0.5/(0.5 + 1e-8), so each parameter moves by its own lr;
+    /// the host and the device paths alike.
+    #[test]
+    fn a_group_learning_rate_applies_to_its_parameter_alone() {
+        use candle_core::{backprop::GradStore, Device, Tensor, Var};
+        for device_path in [false, true] {
+            let dev = Device::Cpu;
+            let a = Var::from_tensor(&Tensor::new(&[1.0f32], &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::new(&[1.0f32], &dev).unwrap()).unwrap();
+            let loss = ((a.as_tensor() + b.as_tensor()).unwrap() * 0.5)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let grads: GradStore = loss.backward().unwrap();
+            let mut adam = Adam::new(&[1, 1], 0.1, 0.0);
+            adam.group_lr = vec![None, Some(1e-2)];
+            if device_path {
+                let mut moments = DeviceMoments::upload(&adam, &dev).unwrap();
+                adam.step_on_device(&[&a, &b], &grads, &mut moments)
+                    .unwrap();
+            } else {
+                adam.step_vars(&[&a, &b], &grads).unwrap();
+            }
+            let moved = 0.5 / (0.5 + 1e-8);
+            let got = |v: &Var| f64::from(v.as_tensor().to_vec1::<f32>().unwrap()[0]);
+            assert!((got(&a) - (1.0 - 0.1 * moved)).abs() < 1e-6, "{}", got(&a));
+            assert!((got(&b) - (1.0 - 0.01 * moved)).abs() < 1e-6, "{}", got(&b));
+        }
     }
 
     /// The device path (tensor operations; on the CPU, or on `VL2V_TEST_DEVICE` in a CUDA build: see
