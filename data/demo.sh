@@ -4,9 +4,8 @@
 #   generate the synthdg benchmark (8 classes × clipart, painting, photo, sketch)   → data/synthdg
 #   embed it with the mini CLIP teacher (view 0 + augmented views)                   → data/cache/synthdg/…
 #   embed it with the mini student, pretrained on photos only, on the same views     → data/cache/synthdg/…
-#   distill run: zeroshot, erm-lp, adip-align, erm-ft, lp-ft, kd, adip-distill, sd, wise-ft,
-#                leave-one-domain-out, steps scaled down                             → runs/demo/synthdg/…
-#   distill report: the paper-style table and a PNG chart                            → runs/demo/synthdg/report.{md,png}
+#   data/compare.sh: zeroshot, erm-lp, adip-align, erm-ft, lp-ft, kd, rise, scmd, adip-distill, sd,
+#                wise-ft leave-one-domain-out, steps scaled down, and the report     → runs/demo/synthdg/report.{md,png}
 #
 # The models (shared/models/mini-clip, shared/models/mini-vit) were trained by vl2v itself (`make
 # lab-models`; see their provenance.json). A second run reuses the data and caches and skips finished runs.
@@ -41,8 +40,10 @@ say "benchmark: $DATA"
 "$BIN/synthdg" benchmark --out "$DATA" --per-class "$PER_CLASS" >/dev/null
 
 say "teacher cache (mini CLIP, $VIEWS augmented views)"
-T="$("$BIN/embed" --dataset synthdg --root "$DATA" --model "$TEACHER" --views "$VIEWS" \
-    --cache-dir "$CACHE" --templates distill/prompt_styles/rise.txt | tail -n 1)"
+teacher=("$BIN/embed" --dataset synthdg --root "$DATA" --model "$TEACHER" --views "$VIEWS" --cache-dir "$CACHE")
+"${teacher[@]}" --templates distill/prompt_styles/rise.txt >/dev/null
+# The same cache: only SCMD's prompt is embedded, not the images again.
+T="$("${teacher[@]}" --templates distill/prompt_styles/scmd.txt | tail -n 1)"
 say "student cache (mini ViT pretrained on photos, the same views)"
 S="$("$BIN/embed" --dataset synthdg --root "$DATA" --encoder student --student mini-vit \
     --model "$STUDENT" --views "$VIEWS" --cache-dir "$CACHE" | tail -n 1)"
@@ -51,24 +52,7 @@ S="$("$BIN/embed" --dataset synthdg --root "$DATA" --encoder student --student m
 
 # The official hyper-parameters are for 5001 steps from ImageNet/CLIP weights; the miniature trains for a
 # few hundred steps, so the learning rates are scaled up (the same for every algorithm of a kind).
-common=(--out "$OUT" --steps "$STEPS" --checkpoint-freq "$FREQ")
-for trial in $TRIALS; do
-    say "trial seed $trial"
-    "$BIN/distill" run --cache "$T" --algorithm zeroshot --trial-seed "$trial" --out "$OUT" >/dev/null
-    for algorithm in erm-lp adip-align; do
-        "$BIN/distill" run --cache "$T" --student-cache "$S" --algorithm "$algorithm" --trial-seed "$trial" \
-            "${common[@]}" --lr 1e-3 >/dev/null
-    done
-    for algorithm in erm-ft lp-ft kd rise adip-distill; do
-        "$BIN/distill" run --cache "$T" --student-cache "$S" --algorithm "$algorithm" --trial-seed "$trial" \
-            "${common[@]}" --lr 1e-4 --batch-size 16 >/dev/null
-    done
-    "$BIN/distill" run --cache "$T" --algorithm sd --trial-seed "$trial" "${common[@]}" --lr 1e-4 \
-        --batch-size 16 >/dev/null
-    # WiSE-FT of that sd tower and the teacher's, α 0.5 (nothing trains).
-    "$BIN/distill" run --cache "$T" --algorithm wise-ft --trial-seed "$trial" --out "$OUT" >/dev/null
-done
-
-say "report"
-"$BIN/distill" report --runs "$OUT" --dataset synthdg
-echo "demo finished in $((SECONDS - started)) s; table and chart: $OUT/synthdg/report.md, $OUT/synthdg/report.png" >&2
+COMPARE_BIN="$BIN" COMPARE_OUT="$OUT" COMPARE_TRIALS="$TRIALS" \
+    COMPARE_FLAGS="--steps $STEPS --checkpoint-freq $FREQ" COMPARE_FEATURE_FLAGS="--lr 1e-3" \
+    COMPARE_BACKBONE_FLAGS="--lr 1e-4 --batch-size 16" bash data/compare.sh "$T" "$S"
+echo "demo finished in $((SECONDS - started)) s" >&2

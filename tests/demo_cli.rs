@@ -7,7 +7,7 @@ use std::process::Command;
 
 use vl2v_tests::run;
 
-const ALGORITHMS: [&str; 10] = [
+const ALGORITHMS: [&str; 11] = [
     "zeroshot",
     "erm-lp",
     "adip-align",
@@ -15,6 +15,7 @@ const ALGORITHMS: [&str; 10] = [
     "lp-ft",
     "kd",
     "rise",
+    "scmd",
     "adip-distill",
     "sd",
     "wise-ft",
