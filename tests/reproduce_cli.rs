@@ -128,11 +128,11 @@ fn reduced_recipe_runs_every_stage_and_resumes() {
         stderr.contains("no official script for student 'mini-vit'"),
         "{stderr}"
     );
-    let (ok, _, stderr) = reproduce(work.path(), &["synthdg", "vit-base"], None);
+    let (ok, _, stderr) = reproduce(work.path(), &["synthdg", "resnet50"], None);
     assert!(!ok, "{stderr}");
     one_line(&stderr);
     assert!(
-        stderr.contains("distill/official_scripts/vit-base.json names no hub id"),
+        stderr.contains("distill/official_scripts/resnet50.json names no hub id"),
         "{stderr}"
     );
 }
