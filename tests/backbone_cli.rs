@@ -758,3 +758,66 @@ fn scmd_needs_its_prompt_then_trains() {
     assert!((0.0..=100f32.ln()).contains(&scale), "{scale}");
     assert!(model.contains_key("projector.weight") && model.contains_key("head.weight"));
 }
+
+/// `--teacher online`: the cache's CLIP tower embeds a fresh augmentation of every sampled image. It
+/// reproduces the cache's own embeddings of cached views (view 0 and an augmented one, cosine ≥ 0.9999 on
+/// the tiny CLIP), records the mode, resumes to the same results (the fresh views are drawn per step), and
+/// is refused for algorithms that train on cached features.
+#[test]
+fn the_online_teacher_reproduces_the_cache_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 3, "2", "test-resnet-basic", &weights);
+    let (t, s) = (teacher.to_str().unwrap(), student.to_str().unwrap());
+    let kd = |out: &Path, algorithm: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            out.to_str().unwrap(),
+            "--algorithm",
+            algorithm,
+            "--test-domain",
+            "art",
+            "--steps",
+            "5",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "2",
+            "--teacher",
+            "online",
+        ];
+        args.extend_from_slice(extra);
+        distill(&args)
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (ok, _, stderr) = kd(&a, "kd", &[]);
+    assert!(ok, "{stderr}");
+    let cosine: f64 = stderr
+        .split("min cosine ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no agreement line in {stderr}"));
+    eprintln!("online vs cached embeddings: min cosine {cosine}");
+    assert!(cosine >= 0.9999, "online vs cached embeddings: {cosine}");
+    let dir = |root: &Path| root.join("toy/kd/art/seed0");
+    let recs = records(&dir(&a));
+    assert_eq!(recs[0]["args"]["teacher"], "online");
+
+    let (ok, _, stderr) = kd(&b, "kd", &["--stop-after", "2"]);
+    assert!(!ok && stderr.contains("stopped after step 2"), "{stderr}");
+    let (ok, _, stderr) = kd(&b, "kd", &[]);
+    assert!(ok && stderr.contains("resuming after step 2"), "{stderr}");
+    assert_eq!(records(&dir(&b)), recs, "results after resuming");
+
+    let (ok, _, stderr) = kd(&a, "adip-align", &[]);
+    assert!(
+        !ok && stderr.contains("--teacher online needs an algorithm that trains on the images"),
+        "{stderr}"
+    );
+}

@@ -9,6 +9,7 @@ use vl2v::model::students::name_from_architecture;
 
 use crate::algorithms::{self, official_scripts, BackboneSetup, Input, Overrides, Setup};
 use crate::data::cache_tables::{open_manifest, TeacherCache};
+use crate::data::online_teacher::OnlineTeacher;
 use crate::data::{DomainSplits, ViewTable};
 use crate::prompt_styles;
 use crate::training::backbone_from_caches::{backbone_setup, first_stage};
@@ -137,6 +138,13 @@ pub struct Args {
     #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
     pub precision: vl2v::model::Precision,
 
+    /// Backbone algorithms: where the teacher's image embeddings come from: `cache` (one of the K views
+    /// `embed` cached, replayed for the student) or `online` (the official pipeline: the cache's CLIP image
+    /// tower, found as `sd` finds it, embeds a freshly drawn augmentation of every sampled image at every
+    /// step; slower, and it needs the teacher's weights). Recorded as `args.teacher` when online.
+    #[arg(long, value_enum, default_value_t = TeacherMode::Cache)]
+    pub teacher: TeacherMode,
+
     /// Backbone algorithms: image loader threads, which decode, replay and preprocess the next batch while
     /// the current one computes (results do not depend on their number) [default: 0 on the CPU, where the
     /// compute uses every core; every core beside a GPU]. At most 1024.
@@ -220,6 +228,13 @@ pub struct Args {
     /// Testing aid: fail right after the evaluation of this step, as if the run had been killed.
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+}
+
+/// `--teacher`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TeacherMode {
+    Cache,
+    Online,
 }
 
 /// `--align-model`.
@@ -334,6 +349,8 @@ struct Experiment<'a> {
     teacher_views: ViewTable,
     student: Option<ViewTable>,
     backbone: Option<BackboneSetup>,
+    /// `--teacher online`.
+    online: Option<OnlineTeacher>,
     splits: DomainSplits,
     /// The official n_steps (rounded, see [`official_steps`]).
     steps: usize,
@@ -430,6 +447,48 @@ impl<'a> Experiment<'a> {
         } else {
             None
         };
+        let online = match (args.teacher, &backbone) {
+            (TeacherMode::Cache, _) => None,
+            (TeacherMode::Online, None) => bail!(
+                "--teacher online needs an algorithm that trains on the images ({}); {} trains on cached \
+                 features",
+                algorithms::REGISTRY
+                    .iter()
+                    .filter(|e| e.trains_backbone())
+                    .map(|e| e.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                entry.name
+            ),
+            (TeacherMode::Online, Some(b)) => {
+                let setup = backbone_setup(
+                    Input::TeacherImages,
+                    m,
+                    None,
+                    None,
+                    args.data_root.as_deref(),
+                    paths,
+                    &b.device,
+                )?;
+                Some(OnlineTeacher::new(&setup)?)
+            }
+        };
+        if let Some(online) = &online {
+            // The same teacher and preprocessing as the cache, or the comparison with cached runs is void.
+            let agreement = online.agreement(&teacher_views, teacher.images.labels().len())?;
+            eprintln!(
+                "teacher: online, {} on a fresh augmentation of every sampled image (against the cache's \
+                 views: min cosine {agreement:.6})",
+                m.encoder.model
+            );
+            ensure!(
+                agreement >= 0.999,
+                "the online teacher does not reproduce the cache's embeddings (min cosine {agreement:.4} \
+                 over cached views): {} is not the teacher and preprocessing {} was embedded with",
+                m.encoder.model,
+                args.cache.display()
+            );
+        }
         let splits = DomainSplits::new(
             teacher.images.domains(),
             m.dataset.domains.len(),
@@ -444,6 +503,7 @@ impl<'a> Experiment<'a> {
             teacher_views,
             student,
             backbone,
+            online,
             splits,
             steps,
             checkpoint_freq,
@@ -527,6 +587,7 @@ impl<'a> Experiment<'a> {
             labels: self.teacher.images.labels(),
             student: self.student.as_ref(),
             teacher: &self.teacher_views,
+            online: self.online.as_ref(),
             pools: (0..m.dataset.domains.len())
                 .filter(|&d| d != test)
                 .map(|d| self.splits.in_[d].clone())
@@ -638,6 +699,9 @@ impl<'a> Experiment<'a> {
         }
         if let Some(tag) = &args.tag {
             record["tag"] = json!(tag);
+        }
+        if args.teacher == TeacherMode::Online {
+            record["teacher"] = json!("online");
         }
         record
     }

@@ -8,6 +8,7 @@
 
 pub mod cache_tables;
 pub mod loader;
+pub mod online_teacher;
 mod view_file;
 pub mod view_replay;
 mod view_table;

@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 
 use crate::algorithms::NamedTensor;
 use crate::algorithms::{Algorithm, Batch};
+use crate::data::online_teacher::{fresh_views, OnlineTeacher};
 use crate::data::{Sampler, ViewTable};
 use crate::training::evaluate::{evaluate, select, EvalSet};
 use crate::training::run_dir::{
@@ -37,6 +38,9 @@ pub struct RunData<'a> {
     pub student: Option<&'a ViewTable>,
     /// Every view of the teacher.
     pub teacher: &'a ViewTable,
+    /// `--teacher online`: the teacher embeds a fresh view of every pick instead (the cached views and
+    /// student features are not read while training).
+    pub online: Option<&'a OnlineTeacher>,
     /// The in split of each training domain (what is sampled from), in domain order.
     pub pools: Vec<Vec<usize>>,
     /// The evaluated splits.
@@ -332,10 +336,17 @@ impl<'r, 'd> Run<'r, 'd> {
         another_follows: bool,
     ) -> Result<()> {
         let data = self.data;
+        let seed = self.config.seed;
         sampler.next_batch(&mut batch.picks);
+        if data.online.is_some() {
+            fresh_views(seed, step, &mut batch.picks);
+        }
         if another_follows {
             // Drawn again by the next step's `next_batch`, so checkpoints keep the sampler as it was.
             sampler.peek_batch(&mut batch.next);
+            if data.online.is_some() {
+                fresh_views(seed, step + 1, &mut batch.next);
+            }
             self.algorithm.prefetch(&batch.next);
         }
         // Rows picked at random from tables far larger than the caches: the two copies wait on memory
@@ -347,14 +358,22 @@ impl<'r, 'd> Run<'r, 'd> {
             labels,
             ..
         } = batch;
-        rayon::join(
-            || {
-                if let Some(table) = data.student {
-                    table.gather_into(picks, student);
-                }
-            },
-            || data.teacher.gather_into(picks, teacher),
-        );
+        match data.online {
+            Some(online) => {
+                student.clear();
+                online.embed_into(picks, teacher)?;
+            }
+            None => {
+                rayon::join(
+                    || {
+                        if let Some(table) = data.student {
+                            table.gather_into(picks, student);
+                        }
+                    },
+                    || data.teacher.gather_into(picks, teacher),
+                );
+            }
+        }
         labels.clear();
         labels.extend(picks.iter().map(|&(i, _)| data.labels[i]));
         let metrics = self.algorithm.update(&Batch {

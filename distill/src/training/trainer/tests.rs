@@ -74,6 +74,7 @@ fn run_data<'a>(s: &'a Synthetic, n_domains: usize, classes: usize) -> RunData<'
         labels: &s.labels,
         student: Some(&s.student),
         teacher: &s.teacher,
+        online: None,
         pools: (1..n_domains).map(|d| splits.in_[d].clone()).collect(),
         eval,
         classes,
