@@ -4,7 +4,7 @@ MODEL ?= openai/clip-vit-base-patch16
 EMBED_FLAGS ?=
 CARGO ?= cargo
 
-.PHONY: build test data embed distill demo lab-models lint bench fixtures clean-cache interop domainbed-check reproduce
+.PHONY: build test data embed distill demo lab-models lint bench fixtures clean-cache interop domainbed-check reproduce compare
 
 # The cuda feature where a CUDA toolkit is found (nvcc on PATH, or CUDA_HOME), or with CUDA=1; CUDA=0 builds
 # for the CPU only. Every command's --device auto then takes GPU 0 when one answers.
@@ -54,6 +54,20 @@ STUDENT ?= vit-base
 STUDENT_MODEL ?=
 reproduce: build
 	REPRO_MODEL="$(STUDENT_MODEL)" bash data/reproduce.sh $(DATASET) $(STUDENT)
+
+# Every algorithm of the CLIP-distillation family on one dataset's caches, three trial seeds, one report
+# (data/compare.sh): make compare DATASET=officehome STUDENT_CACHE=<student cache> [COMPARE_FLAGS="--steps 1001"]
+# [COMPARE_OUT=runs] [COMPARE_TRIALS="0 1 2"].
+# First adds rise's and scmd's prompts to the teacher cache (embed as `make embed` ran it, plus --templates;
+# the images are not embedded again). Resumable.
+COMPARE_FLAGS ?=
+COMPARE_OUT ?= runs
+COMPARE_TRIALS ?= 0 1 2
+compare: build
+	@test -n "$(STUDENT_CACHE)" || { echo "make compare needs STUDENT_CACHE=<the student cache of the same dataset and views>" >&2; exit 2; }
+	./target/release/embed --dataset $(DATASET) --model $(MODEL) $(EMBED_FLAGS) --templates distill/prompt_styles/rise.txt >/dev/null
+	T="$$(./target/release/embed --dataset $(DATASET) --model $(MODEL) $(EMBED_FLAGS) --templates distill/prompt_styles/scmd.txt | tail -n 1)" && \
+		COMPARE_FLAGS="$(COMPARE_FLAGS)" COMPARE_OUT="$(COMPARE_OUT)" COMPARE_TRIALS="$(COMPARE_TRIALS)" bash data/compare.sh "$$T" "$(STUDENT_CACHE)"
 
 # The whole product on the built-in offline miniature (data/demo.sh): generated benchmark, the mini CLIP
 # teacher and photo-only mini student of shared/models, every algorithm leave-one-domain-out, the report.
