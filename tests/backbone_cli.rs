@@ -762,7 +762,8 @@ fn scmd_needs_its_prompt_then_trains() {
 /// `--teacher online`: the cache's CLIP tower embeds a fresh augmentation of every sampled image. It
 /// reproduces the cache's own embeddings of cached views (view 0 and an augmented one, cosine ≥ 0.9999 on
 /// the tiny CLIP), records the mode, resumes to the same results (the fresh views are drawn per step), and
-/// is refused for algorithms that train on cached features.
+/// is refused for algorithms that train on cached features; CutMix, which needs it, runs on sd and is
+/// refused where the loss takes no mixed labels or the teacher is the cache.
 #[test]
 fn the_online_teacher_reproduces_the_cache_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -820,4 +821,40 @@ fn the_online_teacher_reproduces_the_cache_and_resumes() {
         !ok && stderr.contains("--teacher online needs an algorithm that trains on the images"),
         "{stderr}"
     );
+
+    // CutMix: sd (the teacher's tower, so one input size) mixes the teacher's and its own images.
+    let (ok, _, stderr) = kd(&a, "sd", &["--cutmix-beta", "1"]);
+    assert!(ok, "{stderr}");
+    let recs = records(&a.join("toy/sd/art/seed0"));
+    assert_eq!(
+        recs[0]["args"]["cutmix"],
+        serde_json::json!({"beta": 1.0, "prob": 1.0})
+    );
+    assert!(recs[1]["loss"].as_f64().is_some_and(f64::is_finite));
+    let (ok, _, stderr) = kd(&a, "kd", &["--cutmix-beta", "1", "--seed", "1"]);
+    assert!(
+        !ok && stderr.contains("CutMix mixes the labels"),
+        "{stderr}"
+    );
+    let mut cached = vec![
+        "run",
+        "--cache",
+        t,
+        "--out",
+        a.to_str().unwrap(),
+        "--algorithm",
+        "sd",
+        "--seed",
+        "2",
+        "--cutmix-beta",
+        "1",
+    ];
+    let (ok, _, stderr) = distill(&cached);
+    assert!(
+        !ok && stderr.contains("--cutmix-beta needs --teacher online"),
+        "{stderr}"
+    );
+    cached.extend(["--cutmix-prob", "1.5"]);
+    let (ok, _, stderr) = distill(&cached);
+    assert!(!ok && stderr.contains("--cutmix-prob"), "{stderr}");
 }

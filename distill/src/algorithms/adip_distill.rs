@@ -133,11 +133,29 @@ impl Objective for AdipTarget {
             self.dim
         );
         let images = normalize_rows(&Tensor::from_slice(batch.teacher, (n, self.dim), device)?)?;
-        let rows: Vec<f32> = batch
-            .labels
-            .iter()
-            .flat_map(|&y| self.texts[y * self.dim..(y + 1) * self.dim].iter().copied())
-            .collect();
+        let text = |y: usize| &self.texts[y * self.dim..(y + 1) * self.dim];
+        let rows: Vec<f32> = match batch.mix {
+            None => batch
+                .labels
+                .iter()
+                .flat_map(|&y| text(y).iter().copied())
+                .collect(),
+            // λ·dfc(I, T_a) + (1 − λ)·dfc(I, T_b): the text term is linear in the unit text embedding.
+            Some(mix) => batch
+                .labels
+                .iter()
+                .zip(&mix.partner)
+                .flat_map(|(&y, &p)| {
+                    let (a, b) = (text(y), text(batch.labels[p]));
+                    a.iter()
+                        .zip(b)
+                        .map(|(a, b)| {
+                            (mix.lam * f64::from(*a) + (1.0 - mix.lam) * f64::from(*b)) as f32
+                        })
+                        .collect::<Vec<f32>>()
+                })
+                .collect(),
+        };
         let texts = Tensor::from_vec(rows, (n, self.dim), device)?;
         let (loss, cos_image, cos_text) = adip(&p, &images, &texts, self.lambda)?;
         let value = f64::from(loss.to_scalar::<f32>()?);
@@ -195,6 +213,55 @@ mod tests {
     use super::*;
     use crate::training::trainable_backbone::{Arch, Backbone};
     use vl2v::train::Adam;
+
+    /// The official CutMix loss, λ·dfc(I, T_a, p) + (1 − λ)·dfc(I, T_b, p), computed as two losses.
+    #[test]
+    fn cutmix_mixes_the_text_targets_as_two_losses() {
+        let (n, d, classes) = (4usize, 3usize, 3usize);
+        let wave = |k: usize, s: f32| (0..k).map(|i| ((i as f32) * s).sin()).collect::<Vec<f32>>();
+        let texts = wave(classes * d, 0.9);
+        let setup = Setup {
+            student_dim: Some(d),
+            teacher_dim: d,
+            classes,
+            texts: &texts,
+            templates: &[crate::prompt_styles::PHOTO],
+            logit_scale: 100.0,
+            seed: 0,
+            backbone: None,
+            prompts: None,
+            test_domain: 0,
+        };
+        let objective = AdipTarget::new(&setup, None, 0.3).unwrap();
+        let features = Tensor::from_vec(wave(n * d, 0.37), (n, d), &Device::Cpu).unwrap();
+        let teacher = wave(n * d, 1.3);
+        let labels = [0usize, 2, 1, 2];
+        let mix = crate::data::cutmix::CutMix {
+            lam: 0.7,
+            partner: vec![2, 0, 3, 1],
+            rows: (0, 1),
+            cols: (0, 1),
+        };
+        let loss = |labels: &[usize], mix: Option<&crate::data::cutmix::CutMix>| {
+            let b = Batch {
+                picks: &[],
+                student: &[],
+                teacher: &teacher,
+                labels,
+                mix,
+            };
+            let (l, _) = objective.loss(&features, &b).unwrap();
+            f64::from(l.to_scalar::<f32>().unwrap())
+        };
+        let partner_labels: Vec<usize> = mix.partner.iter().map(|&p| labels[p]).collect();
+        let want = 0.7 * loss(&labels, None) + 0.3 * loss(&partner_labels, None);
+        let got = loss(&labels, Some(&mix));
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        assert!(
+            (got - loss(&labels, None)).abs() > 1e-3,
+            "the mix changes the loss"
+        );
+    }
 
     /// One Distill step (forward, loss, backward, Adam) of a student at 224×224, batch 16, timed as
     /// `tests/bench/student_step_torch.py` times PyTorch's: run by tests/bench/run_step_bench.sh with
@@ -272,6 +339,7 @@ mod tests {
                     student: &[],
                     teacher: &teacher,
                     labels: &labels,
+                    mix: None,
                 };
                 let (loss, _) = objective.loss(&f, &b).unwrap();
                 let grads = loss.backward().unwrap();

@@ -275,8 +275,11 @@ impl Algorithm for FineTune {
     }
 
     fn update(&mut self, batch: &Batch) -> Result<Metrics> {
-        let pixels = self.loader.batch(batch.picks)?;
+        let mut pixels = self.loader.batch(batch.picks)?;
         let size = self.loader.images().size();
+        if let Some(mix) = batch.mix {
+            mix.apply(&mut pixels, size);
+        }
         let hard;
         let (pixels, batch) = match self.objective.hard_fraction(self.adam.t) {
             None => (pixels, batch),
@@ -394,6 +397,7 @@ impl Subset {
             student: &self.student,
             teacher: &self.teacher,
             labels: &self.labels,
+            mix: None,
         }
     }
 }

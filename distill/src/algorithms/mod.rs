@@ -30,7 +30,14 @@ pub struct Batch<'a> {
     pub student: &'a [f32],
     pub teacher: &'a [f32],
     pub labels: &'a [usize],
+    /// CutMix of this step (`--cutmix-beta`): the images were mixed before the teacher embedded them; the
+    /// algorithm mixes the student's the same way and its loss the labels (see [`CUTMIX`]).
+    pub mix: Option<&'a crate::data::cutmix::CutMix>,
 }
+
+/// The algorithms whose loss takes CutMix's mixed labels (the official code's Align and Distill; vl2v's
+/// Align trains on cached features, so Distill and SD, which share its loss).
+pub const CUTMIX: &[&str] = &["adip-distill", "sd"];
 
 /// Evaluation rows (view 0): the images (numbers), and the student's and the teacher's cached features of
 /// them.

@@ -9,6 +9,7 @@ use vl2v::model::students::name_from_architecture;
 
 use crate::algorithms::{self, official_scripts, BackboneSetup, Input, Overrides, Setup};
 use crate::data::cache_tables::{open_manifest, TeacherCache};
+use crate::data::cutmix::Settings as CutMixSettings;
 use crate::data::online_teacher::OnlineTeacher;
 use crate::data::{DomainSplits, ViewTable};
 use crate::prompt_styles;
@@ -144,6 +145,18 @@ pub struct Args {
     /// step; slower, and it needs the teacher's weights). Recorded as `args.teacher` when online.
     #[arg(long, value_enum, default_value_t = TeacherMode::Cache)]
     pub teacher: TeacherMode,
+
+    /// adip-distill, sd with `--teacher online`: CutMix as the official code applies it (its `beta`): at a
+    /// step drawn with probability `--cutmix-prob`, λ ~ Beta(β, β), every image's box is replaced by
+    /// another's and the loss mixes the two labels' text targets by the box's area; the teacher embeds the
+    /// mixed image. β > 0, finite; 0: off [default: off, as officially].
+    #[arg(long, value_parser = vl2v::ranges::non_negative, allow_negative_numbers = true)]
+    pub cutmix_beta: Option<f64>,
+
+    /// With `--cutmix-beta`: the probability that a step mixes (the official `cutmix_prob`), in [0, 1]
+    /// [default: 1, the official CutMix entry's].
+    #[arg(long, value_parser = vl2v::ranges::unit_interval, allow_negative_numbers = true)]
+    pub cutmix_prob: Option<f64>,
 
     /// Backbone algorithms: image loader threads, which decode, replay and preprocess the next batch while
     /// the current one computes (results do not depend on their number) [default: 0 on the CPU, where the
@@ -473,6 +486,29 @@ impl<'a> Experiment<'a> {
                 Some(OnlineTeacher::new(&setup)?)
             }
         };
+        if args.cutmix_beta.is_some_and(|b| b > 0.0) {
+            ensure!(
+                algorithms::CUTMIX.contains(&entry.name),
+                "--cutmix-beta: CutMix mixes the labels of the loss of {} only (the official Distill's), \
+                 not {}",
+                algorithms::CUTMIX.join(" and "),
+                entry.name
+            );
+            let (Some(online), Some(b)) = (&online, &backbone) else {
+                bail!(
+                    "--cutmix-beta needs --teacher online: the teacher must embed the mixed images, which \
+                     no cache holds"
+                );
+            };
+            ensure!(
+                online.size() == b.images.size(),
+                "--cutmix-beta mixes one box in the teacher's and the student's images, as the official \
+                 code mixes one tensor; they are {}² and {}² here: embed the teacher with the student's \
+                 input (--preprocess vl2v, the official one)",
+                online.size(),
+                b.images.size()
+            );
+        }
         if let Some(online) = &online {
             // The same teacher and preprocessing as the cache, or the comparison with cached runs is void.
             let agreement = online.agreement(&teacher_views, teacher.images.labels().len())?;
@@ -578,6 +614,7 @@ impl<'a> Experiment<'a> {
             swad: self.swad,
             model_save: self.model_save,
             views: args.views.map(|k| k + 1),
+            cutmix: self.cutmix(),
             device: self
                 .backbone
                 .as_ref()
@@ -703,7 +740,19 @@ impl<'a> Experiment<'a> {
         if args.teacher == TeacherMode::Online {
             record["teacher"] = json!("online");
         }
+        if let Some(c) = self.cutmix() {
+            record["cutmix"] = json!({"beta": c.beta, "prob": c.prob});
+        }
         record
+    }
+
+    /// `--cutmix-beta`/`--cutmix-prob` when CutMix is on.
+    fn cutmix(&self) -> Option<CutMixSettings> {
+        let beta = self.args.cutmix_beta.filter(|&b| b > 0.0)?;
+        Some(CutMixSettings {
+            beta,
+            prob: self.args.cutmix_prob.unwrap_or(1.0),
+        })
     }
 }
 

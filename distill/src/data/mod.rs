@@ -7,6 +7,7 @@
 //! caches must hold the same images with the same views.
 
 pub mod cache_tables;
+pub mod cutmix;
 pub mod loader;
 pub mod online_teacher;
 mod view_file;

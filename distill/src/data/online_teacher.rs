@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::algorithms::BackboneSetup;
+use crate::data::cutmix::CutMix;
 use crate::data::view_replay::ImageSource;
 use crate::data::ViewTable;
 use crate::training::trainable_backbone::{Backbone, Snapshot};
@@ -34,15 +35,31 @@ impl OnlineTeacher {
         })
     }
 
-    /// The teacher's unit embeddings of `picks` (row-major `[n, D]`) into `out`.
-    pub fn embed_into(&self, picks: &[(usize, usize)], out: &mut Vec<f32>) -> Result<()> {
+    /// Side of the teacher's preprocessed images.
+    pub fn size(&self) -> usize {
+        self.images.size()
+    }
+
+    /// The teacher's unit embeddings of `picks` (row-major `[n, D]`) into `out`, of the images mixed by
+    /// `mix` if given.
+    pub fn embed_into(
+        &self,
+        picks: &[(usize, usize)],
+        mix: Option<&CutMix>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         out.clear();
         let size = self.images.size();
-        for chunk in picks.chunks(CHUNK) {
-            let pixels = self.images.pixels(chunk)?;
-            let features = self.model.features(&pixels, chunk.len(), size)?;
+        let mut pixels = self.images.pixels(picks)?;
+        if let Some(mix) = mix {
+            mix.apply(&mut pixels, size);
+        }
+        let image = 3 * size * size;
+        for chunk in pixels.chunks(CHUNK * image) {
+            let n = chunk.len() / image;
+            let features = self.model.features(chunk, n, size)?;
             let mut rows = features.flatten_all()?.to_vec1::<f32>()?;
-            let dim = rows.len() / chunk.len();
+            let dim = rows.len() / n;
             vl2v::zeroshot::normalise_rows(&mut rows, dim);
             out.extend(rows);
         }
@@ -60,7 +77,7 @@ impl OnlineTeacher {
             .flat_map(|i| [(i, 0), (i, last)])
             .collect();
         let (mut online, mut cached) = (Vec::new(), Vec::new());
-        self.embed_into(&picks, &mut online)?;
+        self.embed_into(&picks, None, &mut online)?;
         table.gather_into(&picks, &mut cached);
         let dim = table.dim();
         Ok(online

@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 
 use crate::algorithms::NamedTensor;
 use crate::algorithms::{Algorithm, Batch};
+use crate::data::cutmix::{CutMix, Settings as CutMixSettings};
 use crate::data::online_teacher::{fresh_views, OnlineTeacher};
 use crate::data::{Sampler, ViewTable};
 use crate::training::evaluate::{evaluate, select, EvalSet};
@@ -66,6 +67,8 @@ pub struct RunConfig {
     pub model_save: u64,
     /// Draw from the first `views` views of each image (view 0 included) instead of all the cache holds.
     pub views: Option<usize>,
+    /// `--cutmix-beta`/`--cutmix-prob` (needs `data.online`: the teacher embeds the mixed images).
+    pub cutmix: Option<CutMixSettings>,
     /// The device a backbone trains on and its `--precision`, recorded in every record (not in `args`: a
     /// run may resume on another device).
     pub device: Option<(String, &'static str)>,
@@ -358,10 +361,16 @@ impl<'r, 'd> Run<'r, 'd> {
             labels,
             ..
         } = batch;
+        let mix = match (self.config.cutmix, data.online) {
+            (Some(settings), Some(online)) => {
+                CutMix::draw(settings, seed, step, picks.len(), online.size())
+            }
+            _ => None,
+        };
         match data.online {
             Some(online) => {
                 student.clear();
-                online.embed_into(picks, teacher)?;
+                online.embed_into(picks, mix.as_ref(), teacher)?;
             }
             None => {
                 rayon::join(
@@ -381,6 +390,7 @@ impl<'r, 'd> Run<'r, 'd> {
             student,
             teacher,
             labels,
+            mix: mix.as_ref(),
         })?;
         for (name, value) in metrics {
             if !value.is_finite() {

@@ -113,6 +113,7 @@ fn config(steps: usize) -> RunConfig {
         swad: None,
         model_save: 0,
         views: None,
+        cutmix: None,
         device: None,
     }
 }
