@@ -858,3 +858,75 @@ fn the_online_teacher_reproduces_the_cache_and_resumes() {
     let (ok, _, stderr) = distill(&cached);
     assert!(!ok && stderr.contains("--cutmix-prob"), "{stderr}");
 }
+
+/// `distill study views`: kd from the first 0 and 1 cached views and with the online teacher; one table
+/// row per arm with its teacher forwards ((1 + K)·images cached; steps × batch × training domains per
+/// held-out domain online), the chart, each run's wall time; a second call skips every finished run.
+#[test]
+fn the_views_study_runs_each_arm_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 2, "2", "test-resnet-basic", &weights);
+    let out = tmp.path().join("runs");
+    let study = || {
+        distill(&[
+            "study",
+            "views",
+            "--cache",
+            teacher.to_str().unwrap(),
+            "--student-cache",
+            student.to_str().unwrap(),
+            "--views",
+            "0,1",
+            "--algorithms",
+            "kd",
+            "--trial-seeds",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            "--steps",
+            "2",
+            "--checkpoint-freq",
+            "1",
+            "--batch-size",
+            "2",
+        ])
+    };
+    let (ok, table, stderr) = study();
+    assert!(ok, "{stderr}");
+    // 3 domains × 2 classes × 2 images = 12 images; online: 3 steps (2 rounded up to 2·1 + 1) × batch 2 ×
+    // 2 training domains, for each of the 3 held-out domains.
+    let row = |arm: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| kd | {arm} |")))
+            .unwrap_or_else(|| panic!("no row for {arm} in {table}"))
+            .to_string()
+    };
+    assert!(row("0").ends_with("| 12 |"), "{}", row("0"));
+    assert!(row("1").ends_with("| 24 |"), "{}", row("1"));
+    assert!(row("online").ends_with("| 36 |"), "{}", row("online"));
+    let dir = out.join("toy");
+    assert!(dir.join("study-views.png").is_file());
+    assert!(fs::read_to_string(dir.join("study-views.md")).unwrap() == table);
+    let times = fs::read_to_string(dir.join("study-views.json")).unwrap();
+    for key in ["kd@views0 trial0", "kd@views1 trial0", "kd@online trial0"] {
+        assert!(times.contains(key), "{key} in {times}");
+    }
+    let online = records(&dir.join("kd@online/art/seed0"));
+    assert_eq!(online[0]["args"]["teacher"], "online");
+    assert_eq!(
+        records(&dir.join("kd@views1/art/seed0"))[0]["args"]["views"],
+        1
+    );
+
+    let (ok, again, stderr) = study();
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.matches("finished, skipped").count(), 3, "{stderr}");
+    assert_eq!(
+        fs::read_to_string(dir.join("study-views.json")).unwrap(),
+        times
+    );
+    assert_eq!(again, table);
+}

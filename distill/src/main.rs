@@ -14,7 +14,7 @@ mod training;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{analyze, report, run, splits, sweep};
+use commands::{analyze, report, run, splits, study, sweep};
 
 /// Align, distil and evaluate students from cached CLIP embeddings (VL2V-ADiP), leave-one-domain-out.
 #[derive(Debug, Parser)]
@@ -30,13 +30,17 @@ enum Command {
     Splits(splits::Args),
     /// The paper's CLIP-embedding robustness table (E1–E6) from a teacher cache alone, as markdown.
     Analyze(analyze::Args),
-    /// Train and evaluate an algorithm (zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd, wise-ft)
+    /// Train and evaluate an algorithm (zeroshot, erm-lp, erm-ft, lp-ft, kd, rise, scmd, adip-align, adip-distill, sd,
+    /// wise-ft)
     /// leave-one-domain-out.
     Run(Box<run::Args>),
     /// A grid of `run`s (λ × trial seed × seed) from the same caches, several at once.
     Sweep(sweep::Args),
     /// Tabulate finished runs per dataset: mean ± SE over seeds per algorithm and held-out domain.
     Report(report::Args),
+    /// Studies made of many runs: `study views`, accuracy against the number of cached views and the online
+    /// teacher.
+    Study(study::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Report(args) => report::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Study(args) => study::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

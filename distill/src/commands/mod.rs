@@ -5,6 +5,7 @@ pub mod hparam_selection;
 pub mod report;
 pub mod run;
 pub mod splits;
+pub mod study;
 pub mod sweep;
 
 /// An integer option's range, checked as clap parses it: at least `min` (clap's message names the flag and

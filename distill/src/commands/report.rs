@@ -17,6 +17,7 @@
 
 mod chart;
 mod domainbed;
+pub mod line_chart;
 mod paper;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -264,7 +265,7 @@ fn mean_se(values: &[f64]) -> (f64, f64) {
 }
 
 /// `100·mean ± 100·SE` with one decimal; the mean alone for one value; `–` for none.
-fn format_cell(values: &[f64]) -> String {
+pub(crate) fn format_cell(values: &[f64]) -> String {
     match values.len() {
         0 => MISSING.into(),
         1 => format!("{:.1}", 100.0 * values[0]),
@@ -276,7 +277,7 @@ fn format_cell(values: &[f64]) -> String {
 }
 
 /// `100·mean` and `100·SE` of `values` (SE 0 for one value); `None` for none: a chart bar.
-fn cell_percent(values: &[f64]) -> Option<(f64, f64)> {
+pub(crate) fn cell_percent(values: &[f64]) -> Option<(f64, f64)> {
     (!values.is_empty()).then(|| {
         let (mean, se) = mean_se(values);
         (100.0 * mean, 100.0 * se)
@@ -285,16 +286,16 @@ fn cell_percent(values: &[f64]) -> Option<(f64, f64)> {
 
 /// One dataset's cells before formatting, shared by `report.md` and `report.png`.
 #[derive(Debug, PartialEq)]
-struct Table {
+pub(crate) struct Table {
     /// The held-out domains, by index (the column order).
-    domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
     /// Per algorithm (in the registry's order, then by name): its name and, per column (the domains, then Avg-ID and Avg-OOD),
     /// the per-replicate accuracies (fractions) the cell summarises.
-    rows: Vec<(String, Vec<Vec<f64>>)>,
+    pub(crate) rows: Vec<(String, Vec<Vec<f64>>)>,
 }
 
 impl Table {
-    fn new(results: &[RunResult]) -> Table {
+    pub(crate) fn new(results: &[RunResult]) -> Table {
         // Columns: every held-out domain seen in the dataset, by index.
         let domains: BTreeMap<u64, &str> =
             results.iter().map(|r| (r.env, r.domain.as_str())).collect();

@@ -43,7 +43,7 @@ pub struct Series {
 }
 
 const FONT_BYTES: &[u8] = include_bytes!("../../../assets/DejaVuSans-subset.ttf");
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
 const HEIGHT: u32 = 500;
 const MIN_WIDTH: u32 = 1000;
@@ -87,7 +87,7 @@ pub fn series_colour(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-fn ensure_font() -> Result<()> {
+pub(super) fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok());
     ensure!(ok, "bar chart: embedded font could not be parsed");
@@ -326,7 +326,11 @@ fn render(title: &str, groups: &[String], series: &[Series]) -> Result<RgbImage>
 /// group. Errors (and writes nothing) when `groups` or `series` is empty, when a
 /// series' length differs from `groups`, or on non-finite / negative-SE values.
 pub fn bar_chart_png(path: &Path, title: &str, groups: &[String], series: &[Series]) -> Result<()> {
-    let img = render(title, groups, series)?;
+    write_png(path, &render(title, groups, series)?)
+}
+
+/// Writes `img` as a PNG at `path`, atomically (a temporary file beside it, then renamed).
+pub(super) fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -342,8 +346,8 @@ pub fn bar_chart_png(path: &Path, title: &str, groups: &[String], series: &[Seri
                 img.height(),
                 image::ExtendedColorType::Rgb8,
             )
-            .context("encoding the bar chart PNG")?;
-        w.flush().context("writing the bar chart PNG")?;
+            .context("encoding the chart PNG")?;
+        w.flush().context("writing the chart PNG")?;
     }
     // NamedTempFile is created 0600; give the chart the usual 0644.
     #[cfg(unix)]
@@ -351,7 +355,7 @@ pub fn bar_chart_png(path: &Path, title: &str, groups: &[String], series: &[Seri
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .context("setting the bar chart's permissions")?;
+            .context("setting the chart's permissions")?;
     }
     tmp.persist(path)
         .map_err(|e| e.error)
