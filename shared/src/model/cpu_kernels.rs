@@ -1,6 +1,8 @@
-//! Inference kernels for the CPU where candle's generic ops cost extra passes over memory: a linear layer
-//! with its bias (and optionally QuickGELU) fused into the GEMM, and softmax/QuickGELU on a vectorised
-//! `exp`. Forward only: the training path composes differentiable candle ops instead (see `layers.rs`).
+//! CPU kernels where candle's generic ops cost extra passes over memory: a linear layer with its bias (and,
+//! for inference, QuickGELU) fused into the GEMM, and softmax, QuickGELU and exact (erf) GELU on a
+//! vectorised `exp`. Each has a hand-written backward pass for training (`layers.rs` picks them on the CPU):
+//! candle's composite versions cost one graph node per elementary op, and every node's backward allocates
+//! and zero-fills a gradient of the full activation before adding to it.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -12,7 +14,7 @@ const CHUNK: usize = 1 << 14;
 /// `e^x` in f32, branch-free so loops over it vectorise: range reduction x = n·ln2 + r, a degree-6
 /// polynomial for e^r on |r| ≤ ln2/2 (relative error ≈ 2e-7), 2^n through the exponent bits.
 #[inline(always)]
-fn exp_fast(x: f32) -> f32 {
+pub(crate) fn exp_fast(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
     // floor(y + 0.5), not round(): round has no vector instruction and becomes a library call.
     let n = x.mul_add(std::f32::consts::LOG2_E, 0.5).floor();
@@ -28,8 +30,11 @@ fn exp_fast(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
+/// Defines `fn $name(args) body` compiled twice, for AVX2 + FMA (picked at run time where the CPU has
+/// them) and for the baseline, so the element loops vectorise without making the binary x86-64-v3 only.
 macro_rules! with_avx2 {
-    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$meta])*
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
@@ -45,24 +50,164 @@ macro_rules! with_avx2 {
     };
 }
 
+pub(crate) use with_avx2;
+
 with_avx2!(quick_gelu_in_place(xs: &mut [f32]) {
     for v in xs.iter_mut() {
         *v /= 1.0 + exp_fast(-1.702 * *v);
     }
 });
 
-with_avx2!(softmax_row(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = exp_fast(*v - max);
-        sum += *v;
+with_avx2!(
+/// `dx = g · d/dx[x·σ(1.702x)] = g · σ · (1 + 1.702·x·(1 − σ))`, σ recomputed from x.
+quick_gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
+    for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+        let s = 1.0 / (1.0 + exp_fast(-1.702 * x));
+        *d = g * s * (1.0 + 1.702 * x * (1.0 - s));
     }
-    let inv = 1.0 / sum;
+});
+
+/// erf in f32 without branches (so the loops over it vectorise): Eigen's rational approximation
+/// (`generic_fast_erf_float`) on x clamped to [−4, 4], where erf is ±1 to f32 precision beyond.
+#[inline(always)]
+pub(crate) fn erf_fast(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = x2.mul_add(-2.726_142_3e-10, 2.770_681_4e-8);
+    let p = x2.mul_add(p, -2.101_024e-6);
+    let p = x2.mul_add(p, -5.692_506_4e-5);
+    let p = x2.mul_add(p, -7.349_906_3e-4);
+    let p = x2.mul_add(p, -2.954_6e-3);
+    let p = x2.mul_add(p, -1.609_603_3e-2);
+    let q = x2.mul_add(-1.456_607_2e-5, -2.133_740_6e-4);
+    let q = x2.mul_add(q, -1.682_827e-3);
+    let q = x2.mul_add(q, -7.373_329e-3);
+    let q = x2.mul_add(q, -1.426_474e-2);
+    x * p / q
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π), the standard normal density at 0.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+with_avx2!(
+/// The exact GELU of timm's `nn.GELU()`: x·Φ(x) = x·(1 + erf(x/√2))/2.
+gelu_erf_forward(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = 0.5 * x * (1.0 + erf_fast(x * FRAC_1_SQRT_2));
+    }
+});
+
+with_avx2!(
+/// `dx = g · (Φ(x) + x·φ(x))`.
+gelu_erf_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
+    for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+        let cdf = 0.5 * (1.0 + erf_fast(x * FRAC_1_SQRT_2));
+        let pdf = FRAC_1_SQRT_2PI * exp_fast(-0.5 * x * x);
+        *d = g * x.mul_add(pdf, cdf);
+    }
+});
+
+with_avx2!(softmax_row(row: &mut [f32]) {
+    softmax_scaled(row, 1.0);
+});
+
+/// `row ← softmax(scale · row)` (scale > 0). The maximum, the exponentials and their sum are separate
+/// loops so that each vectorises (a running sum beside the `exp` keeps it scalar).
+#[inline(always)]
+pub(crate) fn softmax_scaled(row: &mut [f32], scale: f32) {
+    let max = max(row);
+    for v in row.iter_mut() {
+        *v = exp_fast(scale * (*v - max));
+    }
+    let inv = 1.0 / sum(row);
     for v in row.iter_mut() {
         *v *= inv;
     }
+}
+
+/// The largest element (−∞ for none; a NaN may or may not win), vectorised as [`dot`].
+#[inline(always)]
+pub(crate) fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let ac = a.chunks_exact(16);
+    let tail = ac
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for a in ac {
+        for i in 0..16 {
+            // A compare and select, which vectorises, where f32::max's NaN rule does not.
+            acc[i] = if a[i] > acc[i] { a[i] } else { acc[i] };
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+with_avx2!(
+/// Softmax's backward for rows of `cols`: `dx = y ⊙ (g − Σ g·y)` per row, from the output `y`.
+softmax_backward(y: &[f32], g: &[f32], dx: &mut [f32], cols: usize) {
+    for ((y, g), dx) in y.chunks(cols).zip(g.chunks(cols)).zip(dx.chunks_mut(cols)) {
+        let dot = dot(y, g);
+        for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+            *d = y * (g - dot);
+        }
+    }
 });
+
+/// Σ a·b with 16 independent partial sums, so that the loop vectorises (an f32 sum in one accumulator
+/// may not be reordered by the compiler).
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (a, b) in ac.zip(bc) {
+        for i in 0..16 {
+            acc[i] = a[i].mul_add(b[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ a, vectorised as [`dot`].
+#[inline(always)]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let ac = a.chunks_exact(16);
+    let tail: f32 = ac.remainder().iter().sum();
+    for a in ac {
+        for i in 0..16 {
+            acc[i] += a[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `f(x, g, dx)` over matching chunks of an elementwise op's input, output gradient and input gradient,
+/// in parallel: the backward pass of the activations.
+fn elementwise_backward(
+    x: &Tensor,
+    grad: &Tensor,
+    f: fn(&[f32], &[f32], &mut [f32]),
+) -> Result<Tensor> {
+    let grad = grad.contiguous()?;
+    let mut dx = vec![0f32; x.elem_count()];
+    tensor_f32(x, |x| {
+        tensor_f32(&grad, |g| {
+            dx.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                .for_each(|(dx, (x, g))| f(x, g, dx));
+            Ok(())
+        })
+    })?;
+    Tensor::from_vec(dx, x.shape(), x.device())
+}
 
 /// The f32 elements of a contiguous CPU storage.
 pub(crate) fn contiguous_f32<'a>(
@@ -101,6 +246,33 @@ impl CustomOp1 for QuickGelu {
         out.par_chunks_mut(CHUNK).for_each(quick_gelu_in_place);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
+
+    /// The input, `x`, is the op's argument and so alive for the backward pass; σ is recomputed from it.
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        elementwise_backward(arg, grad_res, quick_gelu_backward).map(Some)
+    }
+}
+
+/// timm's exact GELU, x·Φ(x).
+pub struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| gelu_erf_forward(x, y));
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        elementwise_backward(arg, grad_res, gelu_erf_backward).map(Some)
+    }
 }
 
 /// Softmax over the last dimension.
@@ -119,10 +291,31 @@ impl CustomOp1 for Softmax {
             .for_each(|chunk| chunk.chunks_mut(cols).for_each(softmax_row));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad_res.contiguous()?;
+        let cols = res.dims().last().copied().unwrap_or(1).max(1);
+        let rows_per_chunk = (CHUNK / cols).max(1);
+        let mut dx = vec![0f32; res.elem_count()];
+        tensor_f32(res, |y| {
+            tensor_f32(&grad, |g| {
+                dx.par_chunks_mut(rows_per_chunk * cols)
+                    .zip(y.par_chunks(rows_per_chunk * cols))
+                    .zip(g.par_chunks(rows_per_chunk * cols))
+                    .for_each(|((dx, y), g)| softmax_backward(y, g, dx, cols));
+                Ok(())
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, res.shape(), res.device())?))
+    }
 }
 
-/// `x @ w.T + b`, optionally followed by QuickGELU: x (m, k), w (n, k), b (n). The output starts as the
-/// broadcast bias and the GEMM accumulates into it, saving candle's separate bias pass.
+/// `x @ w.T + b`, optionally followed by QuickGELU: x (…, k) (leading dimensions flattened into the
+/// product's rows), w (n, k), b (n); the output is (…, n). The output starts as the broadcast bias and the
+/// GEMM accumulates into it, saving candle's separate bias pass. Training uses it without QuickGELU
+/// (whose backward would need the pre-activation): its backward pass is two GEMMs and one column sum,
+/// where candle's matmul + transpose + broadcast-add + reshapes cost a graph node (and a zero-filled
+/// gradient) each and reduce the bias gradient over a strided dimension.
 pub struct LinearBias {
     pub quick_gelu: bool,
 }
@@ -146,7 +339,8 @@ impl CustomOp3 for LinearBias {
             contiguous_f32(ws, wl, "linear")?,
             contiguous_f32(bs, bl, "linear")?,
         );
-        let (m, k) = xl.shape().dims2()?;
+        let k = xl.shape().dims().last().copied().unwrap_or(0);
+        let m = x.len().checked_div(k).unwrap_or(0);
         let (n, k2) = wl.shape().dims2()?;
         if k != k2 || b.len() != n {
             candle_core::bail!(
@@ -181,9 +375,120 @@ impl CustomOp3 for LinearBias {
         if self.quick_gelu {
             out.par_chunks_mut(CHUNK).for_each(quick_gelu_in_place);
         }
-        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+        let mut dims = xl.shape().dims().to_vec();
+        *dims.last_mut().expect("k was read from the last dimension") = n;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.quick_gelu {
+            candle_core::bail!("linear-bias: no backward pass through the fused QuickGELU");
+        }
+        let (n, k) = w.dims2()?;
+        let m = x.elem_count() / k.max(1);
+        let grad = grad_res.contiguous()?;
+        let threads = candle_core::utils::get_num_threads();
+        let dev = x.device();
+        tensor_f32(&grad, |g| {
+            // dx = g · w  ([m, n] · [n, k]).
+            let dx = x
+                .track_op()
+                .then(|| {
+                    let mut dx = vec![0f32; m * k];
+                    tensor_f32(w, |w| {
+                        gemm(
+                            &mut dx,
+                            k,
+                            false,
+                            (m, k, n),
+                            Operand {
+                                data: g,
+                                row_stride: n,
+                                col_stride: 1,
+                            },
+                            Operand {
+                                data: w,
+                                row_stride: k,
+                                col_stride: 1,
+                            },
+                            threads,
+                        );
+                        Ok(())
+                    })?;
+                    Tensor::from_vec(dx, x.shape(), dev)
+                })
+                .transpose()?;
+            // dw = gᵀ · x  ([n, m] · [m, k]).
+            let dw = w
+                .track_op()
+                .then(|| {
+                    let mut dw = vec![0f32; n * k];
+                    tensor_f32(&x.contiguous()?, |x| {
+                        gemm(
+                            &mut dw,
+                            k,
+                            false,
+                            (n, k, m),
+                            Operand {
+                                data: g,
+                                row_stride: 1,
+                                col_stride: n,
+                            },
+                            Operand {
+                                data: x,
+                                row_stride: k,
+                                col_stride: 1,
+                            },
+                            threads,
+                        );
+                        Ok(())
+                    })?;
+                    Tensor::from_vec(dw, w.shape(), dev)
+                })
+                .transpose()?;
+            let db = b
+                .track_op()
+                .then(|| Tensor::from_vec(column_sums(g, n), b.shape(), dev))
+                .transpose()?;
+            Ok((dx, dw, db))
+        })
     }
 }
+
+/// The sums of the columns of a row-major matrix with `cols` columns: per-thread partial sums over
+/// blocks of rows (contiguous, vectorised adds), then their total.
+pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let rows = m.len() / cols.max(1);
+    let block = rows.div_ceil(4 * rayon::current_num_threads()).max(1) * cols;
+    m.par_chunks(block)
+        .map(|rows| {
+            let mut acc = vec![0f32; cols];
+            for row in rows.chunks_exact(cols) {
+                add_assign(&mut acc, row);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f32; cols],
+            |mut a, b| {
+                add_assign(&mut a, &b);
+                a
+            },
+        )
+}
+
+with_avx2!(add_assign(acc: &mut [f32], x: &[f32]) {
+    for (a, &x) in acc.iter_mut().zip(x) {
+        *a += x;
+    }
+});
 
 #[cfg(test)]
 mod tests {
@@ -200,5 +505,167 @@ mod tests {
             );
         }
         assert_eq!(exp_fast(f32::NEG_INFINITY), exp_fast(-87.3));
+    }
+
+    /// erf in f64 from its definition, (2/√π)·∫₀ˣ e^(−t²) dt by Simpson's rule (error far below f32's
+    /// resolution): an independent reference for the rational approximation.
+    fn erf_reference(x: f64) -> f64 {
+        let n = 2000;
+        let h = x / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let inner: f64 = (1..n)
+            .map(|i| f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 })
+            .sum();
+        (f(0.0) + inner + f(x)) * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// erf against the f64 reference over [−6, 6], beyond the clamp included.
+    #[test]
+    fn erf_fast_is_accurate_over_the_range() {
+        for i in -600..=600 {
+            let x = i as f32 / 100.0;
+            let want = erf_reference(x as f64);
+            let got = erf_fast(x) as f64;
+            assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
+        }
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Value and input gradient of `ours` against candle's composite op under Σ probe·f(x).
+    fn assert_same_op(
+        what: &str,
+        ours: impl Fn(&Tensor) -> Tensor,
+        theirs: impl Fn(&Tensor) -> Tensor,
+    ) {
+        let dev = candle_core::Device::Cpu;
+        // Odd sizes: vector tails, and more than one parallel chunk.
+        for dims in [(3, 5, 17), (2, 40, 411)] {
+            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 3.0, dims, &dev).unwrap())
+                .unwrap();
+            let probe = Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
+            let (a, e) = (ours(x.as_tensor()), theirs(x.as_tensor()));
+            let scale = e
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                max_diff(&a, &e) <= 1e-6 * scale.max(1.0),
+                "{what} values {dims:?}"
+            );
+            let ga = (&a * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let ge = (&e * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let (ga, ge) = (ga.get(&x).unwrap(), ge.get(&x).unwrap());
+            let scale = ge
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                max_diff(ga, ge) <= 1e-5 * scale.max(1.0),
+                "{what} gradient {dims:?}: {}",
+                max_diff(ga, ge)
+            );
+        }
+    }
+
+    #[test]
+    fn activations_and_softmax_match_the_composite_ops() {
+        assert_same_op(
+            "gelu-erf",
+            |x| x.apply_op1(GeluErf).unwrap(),
+            |x| x.gelu_erf().unwrap(),
+        );
+        assert_same_op(
+            "quick-gelu",
+            |x| x.apply_op1(QuickGelu).unwrap(),
+            |x| (x * candle_nn::ops::sigmoid(&(x * 1.702).unwrap()).unwrap()).unwrap(),
+        );
+        assert_same_op(
+            "softmax",
+            |x| x.apply_op1(Softmax).unwrap(),
+            |x| {
+                let max = x.max_keepdim(candle_core::D::Minus1).unwrap();
+                let e = x.broadcast_sub(&max).unwrap().exp().unwrap();
+                e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1).unwrap())
+                    .unwrap()
+            },
+        );
+    }
+
+    /// The derivatives against central differences of the exact functions in f64 (GELU through the
+    /// reference erf), so that the backward formulas do not merely agree with candle's.
+    #[test]
+    fn activation_gradients_match_finite_differences() {
+        let gelu = |x: f64| 0.5 * x * (1.0 + erf_reference(x / std::f64::consts::SQRT_2));
+        let quick = |x: f64| x / (1.0 + (-1.702 * x).exp());
+        let xs: Vec<f32> = (-60..=60).map(|i| i as f32 / 10.0).collect();
+        let ones = vec![1f32; xs.len()];
+        for (what, f, backward) in [
+            (
+                "gelu-erf",
+                &gelu as &dyn Fn(f64) -> f64,
+                gelu_erf_backward as fn(&[f32], &[f32], &mut [f32]),
+            ),
+            ("quick-gelu", &quick, quick_gelu_backward),
+        ] {
+            let mut dx = vec![0f32; xs.len()];
+            backward(&xs, &ones, &mut dx);
+            for (&x, &d) in xs.iter().zip(&dx) {
+                let h = 1e-4;
+                let fd = (f(x as f64 + h) - f(x as f64 - h)) / (2.0 * h);
+                assert!((d as f64 - fd).abs() < 1e-5, "{what}'({x}) = {d}, fd {fd}");
+            }
+        }
+        // Softmax: one row, loss Σ probe·softmax(x).
+        let x = [0.3f64, -1.2, 2.0, 0.0, 0.7];
+        let probe = [0.5f64, -0.25, 1.0, 2.0, -1.0];
+        let loss = |x: &[f64]| {
+            let z: f64 = x.iter().map(|v| v.exp()).sum();
+            x.iter()
+                .zip(&probe)
+                .map(|(v, p)| v.exp() / z * p)
+                .sum::<f64>()
+        };
+        let mut y: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        softmax_row(&mut y);
+        let g: Vec<f32> = probe.iter().map(|&v| v as f32).collect();
+        let mut dx = vec![0f32; x.len()];
+        softmax_backward(&y, &g, &mut dx, x.len());
+        for i in 0..x.len() {
+            let (mut up, mut down) = (x.to_vec(), x.to_vec());
+            up[i] += 1e-5;
+            down[i] -= 1e-5;
+            let fd = (loss(&up) - loss(&down)) / 2e-5;
+            assert!(
+                (dx[i] as f64 - fd).abs() < 1e-5,
+                "softmax dx[{i}] = {}, fd {fd}",
+                dx[i]
+            );
+        }
     }
 }

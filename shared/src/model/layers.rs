@@ -1,11 +1,14 @@
-//! Building blocks with two paths: fused kernels for inference (fast, but candle gives them no backward
-//! pass) and compositions of differentiable ops for training. `train` picks the path; see upstream
-//! candle issues #2168, #2977, #3011 for the silent loss of gradients through the fused ones.
+//! Building blocks with up to three paths: fused kernels for inference (candle's own fused ops give no
+//! backward pass: upstream candle issues #2168, #2977, #3011 for the silent loss of gradients through
+//! them), our fused CPU ops with hand-written backward passes for training (`cpu_kernels.rs`,
+//! `layer_norm.rs`, `attention.rs`), and compositions of candle's differentiable ops, which is what
+//! other devices (and the CPU with the generic path forced, `kernel_path`) run. `train` says whether
+//! gradients may be needed.
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::cpu_kernels;
+use super::{attention, cpu_kernels, layer_norm};
 
 /// `x @ w.T + b` with any leading dimensions flattened into one matrix product (one large GEMM is much
 /// faster on CPU than candle's batched product against a broadcast weight).
@@ -43,6 +46,17 @@ impl Linear {
     /// With `train` false the CPU path fuses the bias (and `quick_gelu`) into the GEMM; it passes no
     /// gradient, so training must say `train`.
     pub fn forward_t(&self, x: &Tensor, train: bool, quick_gelu: bool) -> Result<Tensor> {
+        if let Some(b) = &self.bias {
+            if train && super::kernel_path::fused_cpu(&[x, &self.weight, b]) {
+                let op = cpu_kernels::LinearBias { quick_gelu: false };
+                let y = x.contiguous()?.apply_op3(&self.weight, b, op)?;
+                return if quick_gelu {
+                    self::quick_gelu(&y, train)
+                } else {
+                    Ok(y)
+                };
+            }
+        }
         let dims = x.dims().to_vec();
         let d_in = *dims.last().expect("at least one dimension");
         let rows = x.elem_count() / d_in.max(1);
@@ -95,7 +109,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
+        if train && cpu_f32(x) {
+            layer_norm::layer_norm(x, &self.weight, &self.bias, self.eps)
+        } else if train {
             candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)
         } else {
             candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
@@ -105,7 +121,9 @@ impl LayerNorm {
 
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
-    if train {
+    if train && cpu_f32(x) {
+        x.contiguous()?.apply_op1(cpu_kernels::Softmax)
+    } else if train {
         let max = x.max_keepdim(D::Minus1)?;
         let e = x.broadcast_sub(&max)?.exp()?;
         e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
@@ -116,13 +134,50 @@ pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
     }
 }
 
-/// OpenAI CLIP's activation, x·σ(1.702x).
-pub fn quick_gelu(x: &Tensor, train: bool) -> Result<Tensor> {
-    if !train && cpu_f32(x) {
-        x.contiguous()?.apply_op1_no_bwd(&cpu_kernels::QuickGelu)
+/// OpenAI CLIP's activation, x·σ(1.702x). On the CPU one op serves inference and training (it records
+/// its backward pass only where `x` needs a gradient).
+pub fn quick_gelu(x: &Tensor, _train: bool) -> Result<Tensor> {
+    if cpu_f32(x) {
+        x.contiguous()?.apply_op1(cpu_kernels::QuickGelu)
     } else {
         x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
     }
+}
+
+/// The exact GELU, x·Φ(x) (timm's `nn.GELU()`).
+pub fn gelu_erf(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train && cpu_f32(x) {
+        x.contiguous()?.apply_op1(cpu_kernels::GeluErf)
+    } else {
+        x.gelu_erf()
+    }
+}
+
+/// Multi-head self-attention `softmax(scale·QKᵀ)·V` of a fused q/k/v projection `(batch, tokens,
+/// 3·dim)` (q, k, v each `heads` heads wide, in order) → `(batch, tokens, dim)`, heads interleaved as
+/// the output projection reads them.
+pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64, train: bool) -> Result<Tensor> {
+    if train && cpu_f32(qkv) {
+        return attention::attention(qkv, heads, scale as f32);
+    }
+    let (b, t, three_d) = qkv.dims3()?;
+    let d = three_d / 3;
+    let hd = d / heads;
+    // (b, t, 3, h, hd) → (3, b, h, t, hd)
+    let qkv = qkv
+        .reshape((b, t, 3, heads, hd))?
+        .permute((2, 0, 3, 1, 4))?;
+    let part = |i: usize| qkv.get(i)?.contiguous()?.reshape((b * heads, t, hd));
+    let (mut q, k, v) = (part(0)?, part(1)?, part(2)?);
+    if scale != 1.0 {
+        q = (q * scale)?;
+    }
+    softmax(&q.matmul(&k.t()?)?, train)?
+        .matmul(&v)?
+        .reshape((b, heads, t, hd))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, t, d))
 }
 
 fn cpu_f32(x: &Tensor) -> bool {

@@ -1,5 +1,6 @@
 //! Model loading: resolving files (hub or local), configs, devices and the encoders built from them.
 
+mod attention;
 pub mod clip;
 mod clip_teacher;
 mod conv;
@@ -10,6 +11,7 @@ pub mod gemm;
 #[cfg(test)]
 mod generic_path_tests;
 pub mod kernel_path;
+mod layer_norm;
 pub mod layers;
 mod pool;
 pub mod students;

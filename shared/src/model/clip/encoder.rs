@@ -3,7 +3,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::layers::{softmax, LayerNorm, Linear};
+use crate::model::kernel_path::fused_cpu;
+use crate::model::layers::{self_attention, softmax, LayerNorm, Linear};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EncoderConfig {
@@ -57,6 +58,25 @@ impl Attention {
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let (h, hd) = (self.heads, d / self.heads);
+        if train && mask.is_none() && fused_cpu(&[x]) {
+            // The fused CPU attention reads one q/k/v projection: the three trainable weights are
+            // concatenated in the graph (a copy of 3·d² weights, small beside the activations) so that
+            // their gradients flow back to each.
+            let cat = |f: &dyn Fn(&Linear) -> Result<Tensor>| -> Result<Tensor> {
+                Tensor::cat(&[f(&self.q)?, f(&self.k)?, f(&self.v)?], 0)
+            };
+            let qkv = Linear::new(
+                cat(&|l| Ok(l.weight().clone()))?,
+                Some(cat(&|l| Ok(l.bias().expect("q/k/v have biases").clone()))?),
+            );
+            let attn = self_attention(
+                &qkv.forward_t(x, true, false)?,
+                h,
+                (hd as f64).powf(-0.5),
+                true,
+            )?;
+            return self.out.forward_t(&attn, true, false);
+        }
         let (q, k, v) = match (&self.fused_qkv, train) {
             (Some(qkv), false) => {
                 // (b, t, 3, h, hd) → (3, b, h, t, hd)

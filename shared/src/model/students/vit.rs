@@ -13,7 +13,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::layers::{softmax, LayerNorm, Linear};
+use crate::model::layers::{gelu_erf, self_attention, LayerNorm, Linear};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VitConfig {
@@ -106,26 +106,14 @@ impl Block {
     }
 
     fn attention(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let (h, hd) = (self.heads, d / self.heads);
-        // (b, t, 3, h, hd) → (3, b, h, t, hd)
-        let qkv = self
-            .qkv
-            .forward_t(x, train, false)?
-            .reshape((b, t, 3, h, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let part = |i: usize| qkv.get(i)?.contiguous()?.reshape((b * h, t, hd));
-        let (mut q, k, v) = (part(0)?, part(1)?, part(2)?);
-        if !self.q_prescaled {
-            q = (q * (hd as f64).powf(-0.5))?;
-        }
-        let scores = q.matmul(&k.t()?)?;
-        let attn = softmax(&scores, train)?
-            .matmul(&v)?
-            .reshape((b, h, t, hd))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, t, d))?;
+        let hd = x.dim(2)? / self.heads;
+        let scale = if self.q_prescaled {
+            1.0
+        } else {
+            (hd as f64).powf(-0.5)
+        };
+        let qkv = self.qkv.forward_t(x, train, false)?;
+        let attn = self_attention(&qkv, self.heads, scale, train)?;
         self.proj.forward_t(&attn, train, false)
     }
 
@@ -133,9 +121,10 @@ impl Block {
         let x = (x + self.attention(&self.norm1.forward(x, train)?, train)?)?;
         let hidden = self
             .fc1
-            .forward_t(&self.norm2.forward(&x, train)?, train, false)?
-            .gelu_erf()?;
-        x + self.fc2.forward_t(&hidden, train, false)?
+            .forward_t(&self.norm2.forward(&x, train)?, train, false)?;
+        x + self
+            .fc2
+            .forward_t(&gelu_erf(&hidden, train)?, train, false)?
     }
 }
 
