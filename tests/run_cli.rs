@@ -213,7 +213,7 @@ fn zeroshot_erm_lp_and_errors() {
     };
     let err = fail(&["--algorithm", "erm"], &c.teacher);
     assert!(
-        err.contains("unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, adip-align, adip-distill, sd, wise-ft"),
+        err.contains("unknown algorithm 'erm'; valid: zeroshot, erm-lp, erm-ft, lp-ft, kd, rise, scmd, adip-align, adip-distill, sd, wise-ft"),
         "{err}"
     );
     let err = fail(

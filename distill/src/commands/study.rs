@@ -284,7 +284,7 @@ impl Summary {
         let dataset_dir = out.join(dataset);
         let results = report::finished_runs(&dataset_dir)?;
         let table = Table::new(&results);
-        let images = manifest.counts.images as u64;
+        let images = manifest.counts.images;
         let cached = manifest.views.count as u64;
         let mut rows = Vec::new();
         for algorithm in algorithms {
