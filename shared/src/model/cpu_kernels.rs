@@ -27,7 +27,10 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n from n's bits: adding 1.5·2²³ puts the integer n in the low mantissa bits (|n| < 2²²), and
+    // integer adds and shifts vectorise where `n as i32` (a saturating cast) becomes a scalar loop.
+    let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 /// Defines `fn $name(args) body` compiled twice, for AVX2 + FMA (picked at run time where the CPU has
