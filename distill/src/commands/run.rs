@@ -10,7 +10,7 @@ use vl2v::model::students::name_from_architecture;
 use crate::algorithms::{self, official_scripts, BackboneSetup, Input, Overrides, Setup};
 use crate::data::cache_tables::{open_manifest, TeacherCache};
 use crate::data::cutmix::Settings as CutMixSettings;
-use crate::data::online_teacher::OnlineTeacher;
+use crate::data::online::{Online, OnlineEncoder};
 use crate::data::{DomainSplits, ViewTable};
 use crate::prompt_styles;
 use crate::training::backbone_from_caches::{backbone_setup, first_stage};
@@ -139,10 +139,11 @@ pub struct Args {
     #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
     pub precision: vl2v::model::Precision,
 
-    /// Backbone algorithms: where the teacher's image embeddings come from: `cache` (one of the K views
+    /// Algorithms that train: where the teacher's image embeddings come from: `cache` (one of the K views
     /// `embed` cached, replayed for the student) or `online` (the official pipeline: the cache's CLIP image
     /// tower, found as `sd` finds it, embeds a freshly drawn augmentation of every sampled image at every
-    /// step; slower, and it needs the teacher's weights). Recorded as `args.teacher` when online.
+    /// step, and for adip-align and erm-lp the frozen student encodes the same view; slower, and it needs
+    /// the models' weights). Recorded as `args.teacher` when online.
     #[arg(long, value_enum, default_value_t = TeacherMode::Cache)]
     pub teacher: TeacherMode,
 
@@ -363,7 +364,7 @@ struct Experiment<'a> {
     student: Option<ViewTable>,
     backbone: Option<BackboneSetup>,
     /// `--teacher online`.
-    online: Option<OnlineTeacher>,
+    online: Option<Online>,
     splits: DomainSplits,
     /// The official n_steps (rounded, see [`official_steps`]).
     steps: usize,
@@ -460,30 +461,55 @@ impl<'a> Experiment<'a> {
         } else {
             None
         };
-        let online = match (args.teacher, &backbone) {
-            (TeacherMode::Cache, _) => None,
-            (TeacherMode::Online, None) => bail!(
-                "--teacher online needs an algorithm that trains on the images ({}); {} trains on cached \
-                 features",
-                algorithms::REGISTRY
-                    .iter()
-                    .filter(|e| e.trains_backbone())
-                    .map(|e| e.name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                entry.name
-            ),
-            (TeacherMode::Online, Some(b)) => {
-                let setup = backbone_setup(
-                    Input::TeacherImages,
-                    m,
-                    None,
-                    None,
-                    args.data_root.as_deref(),
-                    paths,
-                    &b.device,
-                )?;
-                Some(OnlineTeacher::new(&setup)?)
+        let online = match args.teacher {
+            TeacherMode::Cache => None,
+            TeacherMode::Online => {
+                ensure!(
+                    matches!(
+                        entry.input,
+                        Input::StudentFeatures | Input::StudentImages | Input::TeacherImages
+                    ),
+                    "--teacher online needs an algorithm that trains; {} only evaluates the cache",
+                    entry.name
+                );
+                let device = match &backbone {
+                    Some(b) => b.device.clone(),
+                    None => {
+                        let device = vl2v::model::device(&args.device)?;
+                        args.precision.apply();
+                        eprintln!(
+                            "device: {} (--device {}), precision {}",
+                            vl2v::model::device_name(&device),
+                            args.device,
+                            args.precision.name()
+                        );
+                        device
+                    }
+                };
+                let encoder = |input: Input, normalize: bool| -> Result<OnlineEncoder> {
+                    let setup = backbone_setup(
+                        input,
+                        m,
+                        student_manifest.as_ref(),
+                        // --model names the student's weights (as for the backbone algorithms).
+                        (input == Input::StudentImages)
+                            .then_some(args.model.as_deref())
+                            .flatten(),
+                        args.data_root.as_deref(),
+                        paths,
+                        &device,
+                    )?;
+                    OnlineEncoder::new(&setup, normalize)
+                };
+                let teacher = encoder(Input::TeacherImages, true)?;
+                // The cached-feature algorithms' student encodes the fresh views too.
+                let student = match (entry.input, &student_manifest) {
+                    (Input::StudentFeatures, Some(sm)) => {
+                        Some(encoder(Input::StudentImages, sm.encoder.normalized)?)
+                    }
+                    _ => None,
+                };
+                Some(Online { teacher, student })
             }
         };
         if args.cutmix_beta.is_some_and(|b| b > 0.0) {
@@ -501,29 +527,38 @@ impl<'a> Experiment<'a> {
                 );
             };
             ensure!(
-                online.size() == b.images.size(),
+                online.teacher.size() == b.images.size(),
                 "--cutmix-beta mixes one box in the teacher's and the student's images, as the official \
                  code mixes one tensor; they are {}² and {}² here: embed the teacher with the student's \
                  input (--preprocess vl2v, the official one)",
-                online.size(),
+                online.teacher.size(),
                 b.images.size()
             );
         }
         if let Some(online) = &online {
-            // The same teacher and preprocessing as the cache, or the comparison with cached runs is void.
-            let agreement = online.agreement(&teacher_views, teacher.images.labels().len())?;
-            eprintln!(
-                "teacher: online, {} on a fresh augmentation of every sampled image (against the cache's \
-                 views: min cosine {agreement:.6})",
-                m.encoder.model
-            );
-            ensure!(
-                agreement >= 0.999,
-                "the online teacher does not reproduce the cache's embeddings (min cosine {agreement:.4} \
-                 over cached views): {} is not the teacher and preprocessing {} was embedded with",
-                m.encoder.model,
-                args.cache.display()
-            );
+            // The same encoders and preprocessing as the caches, or the comparison with cached runs is void.
+            let images = teacher.images.labels().len();
+            let mut checks = vec![("teacher", &online.teacher, &teacher_views, &args.cache)];
+            if let (Some(s), Some(table), Some(dir)) =
+                (&online.student, &student, &args.student_cache)
+            {
+                checks.push(("student", s, table, dir));
+            }
+            for (role, encoder, table, cache) in checks {
+                let (agreement, lengths) = encoder.agreement(table, images)?;
+                eprintln!(
+                    "{role}: online, on a fresh augmentation of every sampled image (against {}'s views: \
+                     min cosine {agreement:.6}, lengths within {lengths:.1e})",
+                    cache.display()
+                );
+                ensure!(
+                    agreement >= 0.999 && lengths <= 1e-2,
+                    "the online {role} does not reproduce the cache's embeddings (min cosine {agreement:.4}, \
+                     lengths within {lengths:.1e} over cached views): it is not the model and preprocessing \
+                     {} was embedded with",
+                    cache.display()
+                );
+            }
         }
         let splits = DomainSplits::new(
             teacher.images.domains(),

@@ -23,9 +23,9 @@ online teacher, three trial seeds:
 
   distill study views --cache T --student-cache S --views 0,1,2,4,8 -- --steps 2001
 
-Runs go to <out>/<dataset>/<algorithm>@views<K>/… and <algorithm>@online/… (adip-align, which trains on
-cached student features, has no online mode: its online arm aligns on every cached view, and adip-distill's
-online arm distils from it). Logs: <out>/<dataset>/study-logs/. The table and chart: study-views.md and
+Runs go to <out>/<dataset>/<algorithm>@views<K>/… and <algorithm>@online/… (adip-align online: the frozen
+student encodes the same fresh views as the teacher; adip-distill's arms distil from adip-align's run of the
+same arm). Logs: <out>/<dataset>/study-logs/. The table and chart: study-views.md and
 study-views.png beside report.md; each run's wall time is kept in study-views.json.";
 
 #[derive(Debug, clap::Args)]
@@ -189,8 +189,6 @@ fn views(args: &ViewsArgs) -> Result<()> {
                 ];
                 match arm {
                     Arm::Views(k) => a.extend(["--views".into(), k.to_string()]),
-                    // adip-align trains on cached student features: every cached view.
-                    Arm::Online if algorithm == "adip-align" => {}
                     Arm::Online => a.extend(["--teacher".into(), "online".into()]),
                 }
                 a.extend(args.run_args.iter().cloned());
@@ -285,7 +283,6 @@ impl Summary {
         let results = report::finished_runs(&dataset_dir)?;
         let table = Table::new(&results);
         let images = manifest.counts.images;
-        let cached = manifest.views.count as u64;
         let mut rows = Vec::new();
         for algorithm in algorithms {
             for &arm in arms {
@@ -302,7 +299,6 @@ impl Summary {
                     .collect();
                 let forwards = match arm {
                     Arm::Views(k) => Some((1 + k as u64) * images),
-                    Arm::Online if algorithm == "adip-align" => Some((1 + cached) * images),
                     Arm::Online => online_forwards(out, dataset, &folder, manifest)?,
                 };
                 rows.push(Row {

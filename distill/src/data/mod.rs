@@ -9,7 +9,7 @@
 pub mod cache_tables;
 pub mod cutmix;
 pub mod loader;
-pub mod online_teacher;
+pub mod online;
 mod view_file;
 pub mod view_replay;
 mod view_table;

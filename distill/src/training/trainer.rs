@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use crate::algorithms::NamedTensor;
 use crate::algorithms::{Algorithm, Batch};
 use crate::data::cutmix::{CutMix, Settings as CutMixSettings};
-use crate::data::online_teacher::{fresh_views, OnlineTeacher};
+use crate::data::online::{fresh_views, Online};
 use crate::data::{Sampler, ViewTable};
 use crate::training::evaluate::{evaluate, select, EvalSet};
 use crate::training::run_dir::{
@@ -39,9 +39,9 @@ pub struct RunData<'a> {
     pub student: Option<&'a ViewTable>,
     /// Every view of the teacher.
     pub teacher: &'a ViewTable,
-    /// `--teacher online`: the teacher embeds a fresh view of every pick instead (the cached views and
-    /// student features are not read while training).
-    pub online: Option<&'a OnlineTeacher>,
+    /// `--teacher online`: the teacher (and the student, for cached-feature algorithms) encodes a fresh view
+    /// of every pick instead (the cached views are not read while training).
+    pub online: Option<&'a Online>,
     /// The in split of each training domain (what is sampled from), in domain order.
     pub pools: Vec<Vec<usize>>,
     /// The evaluated splits.
@@ -363,14 +363,17 @@ impl<'r, 'd> Run<'r, 'd> {
         } = batch;
         let mix = match (self.config.cutmix, data.online) {
             (Some(settings), Some(online)) => {
-                CutMix::draw(settings, seed, step, picks.len(), online.size())
+                CutMix::draw(settings, seed, step, picks.len(), online.teacher.size())
             }
             _ => None,
         };
         match data.online {
             Some(online) => {
-                student.clear();
-                online.embed_into(picks, mix.as_ref(), teacher)?;
+                online.teacher.embed_into(picks, mix.as_ref(), teacher)?;
+                match &online.student {
+                    Some(s) => s.embed_into(picks, mix.as_ref(), student)?,
+                    None => student.clear(),
+                }
             }
             None => {
                 rayon::join(

@@ -1,9 +1,11 @@
-//! `distill run --teacher online`: the official pipeline's teacher, which embeds a freshly drawn
+//! `distill run --teacher online`: the official pipeline, whose teacher embeds a freshly drawn
 //! augmentation of every sampled image at every step, instead of one of the K views `embed` cached. The
 //! teacher is the cache's own CLIP image tower (found and checked against the manifest's sha256 as VL2V-SD
-//! finds it), on the cache's preprocessing; the fresh view is an (image, view) pair like the cached ones,
-//! with a view number drawn per (step, row), so the student replays exactly the augmentation the teacher
-//! embedded and a resumed run draws the same views.
+//! finds it), on the cache's preprocessing; for the algorithms that train on cached student features
+//! (adip-align, erm-lp) the frozen student encodes the same fresh views too, as the student cache's
+//! encoder. The fresh view is an (image, view) pair like the cached ones, with a view number drawn per
+//! (step, row), so the student replays exactly the augmentation the teacher embedded and a resumed run
+//! draws the same views.
 
 use std::sync::Arc;
 
@@ -18,30 +20,39 @@ use crate::training::trainable_backbone::{Backbone, Snapshot};
 /// Images per teacher forward pass.
 const CHUNK: usize = 64;
 
-pub struct OnlineTeacher {
-    images: Arc<ImageSource>,
-    model: Snapshot,
+/// The encoders of `--teacher online`.
+pub struct Online {
+    pub teacher: OnlineEncoder,
+    /// The frozen student, for the algorithms that train on its cached features.
+    pub student: Option<OnlineEncoder>,
 }
 
-impl OnlineTeacher {
-    /// The teacher of `setup` (the CLIP image tower and images of `backbone_setup(Input::TeacherImages, …)`),
-    /// frozen.
-    pub fn new(setup: &BackboneSetup) -> Result<Self> {
+/// A frozen encoder of a cache, on fresh views.
+pub struct OnlineEncoder {
+    images: Arc<ImageSource>,
+    model: Snapshot,
+    /// Rows L2-normalised, as the cache stores them (the teacher's) or raw (a student's features).
+    normalize: bool,
+}
+
+impl OnlineEncoder {
+    /// The model and images of `setup` (`backbone_setup` of the cache's encoder), frozen.
+    pub fn new(setup: &BackboneSetup, normalize: bool) -> Result<Self> {
         let backbone = Backbone::load(setup.arch.clone(), &setup.weights, &setup.device)
-            .with_context(|| format!("loading the teacher {}", setup.weights.display()))?;
-        Ok(OnlineTeacher {
+            .with_context(|| format!("loading {}", setup.weights.display()))?;
+        Ok(OnlineEncoder {
             images: Arc::clone(&setup.images),
             model: backbone.snapshot()?,
+            normalize,
         })
     }
 
-    /// Side of the teacher's preprocessed images.
+    /// Side of the encoder's preprocessed images.
     pub fn size(&self) -> usize {
         self.images.size()
     }
 
-    /// The teacher's unit embeddings of `picks` (row-major `[n, D]`) into `out`, of the images mixed by
-    /// `mix` if given.
+    /// The embeddings of `picks` (row-major `[n, D]`) into `out`, of the images mixed by `mix` if given.
     pub fn embed_into(
         &self,
         picks: &[(usize, usize)],
@@ -59,19 +70,21 @@ impl OnlineTeacher {
             let n = chunk.len() / image;
             let features = self.model.features(chunk, n, size)?;
             let mut rows = features.flatten_all()?.to_vec1::<f32>()?;
-            let dim = rows.len() / n;
-            vl2v::zeroshot::normalise_rows(&mut rows, dim);
+            if self.normalize {
+                let dim = rows.len() / n;
+                vl2v::zeroshot::normalise_rows(&mut rows, dim);
+            }
             out.extend(rows);
         }
         Ok(())
     }
 }
 
-impl OnlineTeacher {
-    /// The smallest cosine between this teacher's embeddings and the cache's over the first images' view 0
-    /// and last cached view: about 1 when it is the teacher and preprocessing the cache was embedded with
-    /// (f16 caches round to ~1e-4).
-    pub fn agreement(&self, table: &ViewTable, images: usize) -> Result<f64> {
+impl OnlineEncoder {
+    /// How this encoder's embeddings agree with the cache's over the first images' view 0 and last cached
+    /// view: the smallest cosine and the largest relative difference of lengths, about 1 and 0 when it is
+    /// the model and preprocessing the cache was embedded with (f16 caches round to ~1e-4).
+    pub fn agreement(&self, table: &ViewTable, images: usize) -> Result<(f64, f64)> {
         let last = table.views() - 1;
         let picks: Vec<(usize, usize)> = (0..images.min(8))
             .flat_map(|i| [(i, 0), (i, last)])
@@ -80,6 +93,7 @@ impl OnlineTeacher {
         self.embed_into(&picks, None, &mut online)?;
         table.gather_into(&picks, &mut cached);
         let dim = table.dim();
+        let norm = |v: &[f32]| v.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt();
         Ok(online
             .chunks_exact(dim)
             .zip(cached.chunks_exact(dim))
@@ -89,10 +103,10 @@ impl OnlineTeacher {
                     .zip(b)
                     .map(|(x, y)| f64::from(*x) * f64::from(*y))
                     .sum();
-                let nb: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt();
-                dot / nb.max(1e-12)
+                let (na, nb) = (norm(a), norm(b));
+                (dot / (na * nb).max(1e-12), (na / nb.max(1e-12) - 1.0).abs())
             })
-            .fold(1.0, f64::min))
+            .fold((1.0, 0.0), |(c, l), (ci, li)| (c.min(ci), l.max(li))))
     }
 }
 
