@@ -4,6 +4,8 @@
 //! ([`vl2v::zeroshot`]): the demo lab's pretraining measures its models with it too.
 
 pub mod analytic_losses;
+#[cfg(test)]
+mod fixture;
 pub mod graph_losses;
 pub mod linear_head;
 pub mod rise_loss;

@@ -160,25 +160,13 @@ pub fn loss(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::{close, floats, load};
     use super::*;
     use candle_core::Var;
     use serde_json::Value;
 
     fn fixture() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/family/rise_loss.json"
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
-
-    fn floats(v: &Value, key: &str) -> Vec<f32> {
-        v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
+        load("rise_loss.json")
     }
 
     fn usize_of(v: &Value, key: &str) -> usize {
@@ -260,10 +248,6 @@ mod tests {
             grad(&zv),
             grad(&ev),
         )
-    }
-
-    fn close(a: f64, b: f64, tol: f64, what: &str) {
-        assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}: {a} vs {b}");
     }
 
     /// Values and gradients against RISE's own lines run by torch (tests/fixtures/family/make_rise_loss.py).

@@ -33,17 +33,8 @@ pub struct Parts {
 /// against `labels`, hardest first (`torch.sort(…, descending=True)`; equal losses keep row order).
 pub fn hardest(logits: &[f32], labels: &[usize], p: f64) -> Vec<usize> {
     let classes = logits.len() / labels.len().max(1);
-    let losses: Vec<f64> = logits
-        .chunks_exact(classes)
-        .zip(labels)
-        .map(|(row, &y)| {
-            let max = row
-                .iter()
-                .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-            let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-            max + sum.ln() - f64::from(row[y])
-        })
-        .collect();
+    let losses: Vec<f64> =
+        crate::training::evaluate::row_cross_entropies(logits, labels, classes).collect();
     let mut order: Vec<usize> = (0..losses.len()).collect();
     order.sort_by(|&a, &b| losses[b].total_cmp(&losses[a]));
     let keep = ((losses.len() as f64 * p) as usize).max(1);
@@ -87,34 +78,13 @@ pub fn loss(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::{close, floats, load, usizes};
     use super::*;
     use candle_core::{Device, Var};
     use serde_json::Value;
 
     fn fixture() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/family/scmd_loss.json"
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
-
-    fn floats(v: &Value, key: &str) -> Vec<f32> {
-        v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    }
-
-    fn usizes(v: &Value, key: &str) -> Vec<usize> {
-        v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect()
+        load("scmd_loss.json")
     }
 
     struct Case {
@@ -190,10 +160,6 @@ mod tests {
             parts,
             [grad(&zv), grad(&pv), grad(&sv)],
         )
-    }
-
-    fn close(a: f64, b: f64, tol: f64, what: &str) {
-        assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}: {a} vs {b}");
     }
 
     /// Selection, values and gradients against SCMD's own lines run by torch

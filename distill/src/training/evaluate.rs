@@ -31,18 +31,22 @@ pub fn cross_entropy(logits: &[f32], labels: &[usize], classes: usize) -> f64 {
     if labels.is_empty() {
         return 0.0;
     }
-    let total: f64 = logits
-        .chunks_exact(classes)
-        .zip(labels)
-        .map(|(row, &y)| {
-            let max = row
-                .iter()
-                .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-            let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-            max + sum.ln() - f64::from(row[y])
-        })
-        .sum();
-    total / labels.len() as f64
+    row_cross_entropies(logits, labels, classes).sum::<f64>() / labels.len() as f64
+}
+
+/// Each row's cross-entropy of `logits` (`[n, C]`, row-major) against its label, in f64.
+pub fn row_cross_entropies<'a>(
+    logits: &'a [f32],
+    labels: &'a [usize],
+    classes: usize,
+) -> impl Iterator<Item = f64> + 'a {
+    logits.chunks_exact(classes).zip(labels).map(|(row, &y)| {
+        let max = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+        max + sum.ln() - f64::from(row[y])
+    })
 }
 
 /// Evaluates `algorithm` on every set, in order: training-domain out splits from the `predict` logits
