@@ -4,6 +4,8 @@
 //! candle's composite versions cost one graph node per elementary op, and every node's backward allocates
 //! and zero-fills a gradient of the full activation before adding to it.
 
+use std::sync::Mutex;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -337,50 +339,11 @@ impl CustomOp3 for LinearBias {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (
-            contiguous_f32(xs, xl, "linear")?,
-            contiguous_f32(ws, wl, "linear")?,
-            contiguous_f32(bs, bl, "linear")?,
-        );
-        let k = xl.shape().dims().last().copied().unwrap_or(0);
-        let m = x.len().checked_div(k).unwrap_or(0);
-        let (n, k2) = wl.shape().dims2()?;
-        if k != k2 || b.len() != n {
-            candle_core::bail!(
-                "linear: x {:?}, w {:?}, b {:?} do not fit",
-                xl.shape(),
-                wl.shape(),
-                bl.shape()
-            );
-        }
-        let mut out = Vec::with_capacity(m * n);
-        for _ in 0..m {
-            out.extend_from_slice(b);
-        }
-        // rhs = w.T: element (kk, nn) is w[nn * k + kk].
-        gemm(
-            &mut out,
-            n,
-            true,
-            (m, n, k),
-            Operand {
-                data: x,
-                row_stride: k,
-                col_stride: 1,
-            },
-            Operand {
-                data: w,
-                row_stride: 1,
-                col_stride: k,
-            },
-            candle_core::utils::get_num_threads(),
-        );
+        let (mut out, shape) = linear_bias_forward(xs, xl, ws, wl, bs, bl)?;
         if self.quick_gelu {
             out.par_chunks_mut(CHUNK).for_each(quick_gelu_in_place);
         }
-        let mut dims = xl.shape().dims().to_vec();
-        *dims.last_mut().expect("k was read from the last dimension") = n;
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -394,75 +357,232 @@ impl CustomOp3 for LinearBias {
         if self.quick_gelu {
             candle_core::bail!("linear-bias: no backward pass through the fused QuickGELU");
         }
-        let (n, k) = w.dims2()?;
-        let m = x.elem_count() / k.max(1);
         let grad = grad_res.contiguous()?;
-        let threads = candle_core::utils::get_num_threads();
-        let dev = x.device();
-        tensor_f32(&grad, |g| {
-            // dx = g · w  ([m, n] · [n, k]).
-            let dx = x
-                .track_op()
-                .then(|| {
-                    let mut dx = vec![0f32; m * k];
-                    tensor_f32(w, |w| {
-                        gemm(
-                            &mut dx,
-                            k,
-                            false,
-                            (m, k, n),
-                            Operand {
-                                data: g,
-                                row_stride: n,
-                                col_stride: 1,
-                            },
-                            Operand {
-                                data: w,
-                                row_stride: k,
-                                col_stride: 1,
-                            },
-                            threads,
-                        );
-                        Ok(())
-                    })?;
-                    Tensor::from_vec(dx, x.shape(), dev)
-                })
-                .transpose()?;
-            // dw = gᵀ · x  ([n, m] · [m, k]).
-            let dw = w
-                .track_op()
-                .then(|| {
-                    let mut dw = vec![0f32; n * k];
-                    tensor_f32(&x.contiguous()?, |x| {
-                        gemm(
-                            &mut dw,
-                            k,
-                            false,
-                            (n, k, m),
-                            Operand {
-                                data: g,
-                                row_stride: 1,
-                                col_stride: n,
-                            },
-                            Operand {
-                                data: x,
-                                row_stride: k,
-                                col_stride: 1,
-                            },
-                            threads,
-                        );
-                        Ok(())
-                    })?;
-                    Tensor::from_vec(dw, w.shape(), dev)
-                })
-                .transpose()?;
-            let db = b
-                .track_op()
-                .then(|| Tensor::from_vec(column_sums(g, n), b.shape(), dev))
-                .transpose()?;
-            Ok((dx, dw, db))
-        })
+        tensor_f32(&grad, |g| linear_bias_backward(x, w, b, g))
     }
+}
+
+/// `x @ w.T + b` for x (…, k), w (n, k), b (n): the output (…, n) and its shape.
+fn linear_bias_forward(
+    xs: &CpuStorage,
+    xl: &Layout,
+    ws: &CpuStorage,
+    wl: &Layout,
+    bs: &CpuStorage,
+    bl: &Layout,
+) -> Result<(Vec<f32>, Shape)> {
+    let (x, w, b) = (
+        contiguous_f32(xs, xl, "linear")?,
+        contiguous_f32(ws, wl, "linear")?,
+        contiguous_f32(bs, bl, "linear")?,
+    );
+    let k = xl.shape().dims().last().copied().unwrap_or(0);
+    let m = x.len().checked_div(k).unwrap_or(0);
+    let (n, k2) = wl.shape().dims2()?;
+    if k != k2 || b.len() != n {
+        candle_core::bail!(
+            "linear: x {:?}, w {:?}, b {:?} do not fit",
+            xl.shape(),
+            wl.shape(),
+            bl.shape()
+        );
+    }
+    let mut out = Vec::with_capacity(m * n);
+    for _ in 0..m {
+        out.extend_from_slice(b);
+    }
+    // rhs = w.T: element (kk, nn) is w[nn * k + kk].
+    gemm(
+        &mut out,
+        n,
+        true,
+        (m, n, k),
+        Operand {
+            data: x,
+            row_stride: k,
+            col_stride: 1,
+        },
+        Operand {
+            data: w,
+            row_stride: 1,
+            col_stride: k,
+        },
+        candle_core::utils::get_num_threads(),
+    );
+    let mut dims = xl.shape().dims().to_vec();
+    *dims.last_mut().expect("k was read from the last dimension") = n;
+    Ok((out, Shape::from(dims)))
+}
+
+/// The activations a training linear layer may end with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// OpenAI CLIP's x·σ(1.702x).
+    QuickGelu,
+    /// timm's exact x·Φ(x).
+    GeluErf,
+}
+
+impl Activation {
+    fn forward(self, z: &[f32], y: &mut [f32]) {
+        match self {
+            Activation::QuickGelu => {
+                y.copy_from_slice(z);
+                quick_gelu_in_place(y);
+            }
+            Activation::GeluErf => gelu_erf_forward(z, y),
+        }
+    }
+
+    fn backward(self) -> fn(&[f32], &[f32], &mut [f32]) {
+        match self {
+            Activation::QuickGelu => quick_gelu_backward,
+            Activation::GeluErf => gelu_erf_backward,
+        }
+    }
+}
+
+/// `act(x @ w.T + b)` for training, shapes as [`LinearBias`]. The pre-activation is kept inside the op for
+/// the backward pass rather than being a tensor of the graph: the MLP's widest activation then costs one
+/// graph node, not two (each node's backward zero-fills and adds a gradient of its full size), and no
+/// separate activation pass reads it back.
+pub struct LinearBiasAct {
+    act: Activation,
+    pre: Mutex<Vec<f32>>,
+}
+
+impl LinearBiasAct {
+    pub fn new(act: Activation) -> Self {
+        Self {
+            act,
+            pre: Mutex::default(),
+        }
+    }
+}
+
+impl CustomOp3 for LinearBiasAct {
+    fn name(&self) -> &'static str {
+        "vl2v-linear-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (z, shape) = linear_bias_forward(xs, xl, ws, wl, bs, bl)?;
+        let mut y = vec![0f32; z.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(z.par_chunks(CHUNK))
+            .for_each(|(y, z)| self.act.forward(z, y));
+        *self.pre.lock().expect("pre-activation") = z;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let z = std::mem::take(&mut *self.pre.lock().expect("pre-activation"));
+        if z.len() != res.elem_count() {
+            candle_core::bail!("linear-bias-act backward without its forward's pre-activation");
+        }
+        let grad = grad_res.contiguous()?;
+        let mut dz = vec![0f32; z.len()];
+        let backward = self.act.backward();
+        tensor_f32(&grad, |g| {
+            dz.par_chunks_mut(CHUNK)
+                .zip(z.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                .for_each(|(dz, (z, g))| backward(z, g, dz));
+            Ok(())
+        })?;
+        drop(z);
+        linear_bias_backward(x, w, b, &dz)
+    }
+}
+
+/// The backward pass of `x @ w.T + b` from the output gradient `g` (…, n): each of dx = g·w, dw = gᵀ·x
+/// and db = Σ rows of g where its tensor needs a gradient.
+#[allow(clippy::type_complexity)]
+fn linear_bias_backward(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    g: &[f32],
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let (n, k) = w.dims2()?;
+    let m = x.elem_count() / k.max(1);
+    let threads = candle_core::utils::get_num_threads();
+    let dev = x.device();
+    // dx = g · w  ([m, n] · [n, k]).
+    let dx = x
+        .track_op()
+        .then(|| {
+            let mut dx = vec![0f32; m * k];
+            tensor_f32(w, |w| {
+                gemm(
+                    &mut dx,
+                    k,
+                    false,
+                    (m, k, n),
+                    Operand {
+                        data: g,
+                        row_stride: n,
+                        col_stride: 1,
+                    },
+                    Operand {
+                        data: w,
+                        row_stride: k,
+                        col_stride: 1,
+                    },
+                    threads,
+                );
+                Ok(())
+            })?;
+            Tensor::from_vec(dx, x.shape(), dev)
+        })
+        .transpose()?;
+    // dw = gᵀ · x  ([n, m] · [m, k]).
+    let dw = w
+        .track_op()
+        .then(|| {
+            let mut dw = vec![0f32; n * k];
+            tensor_f32(&x.contiguous()?, |x| {
+                gemm(
+                    &mut dw,
+                    k,
+                    false,
+                    (n, k, m),
+                    Operand {
+                        data: g,
+                        row_stride: 1,
+                        col_stride: n,
+                    },
+                    Operand {
+                        data: x,
+                        row_stride: k,
+                        col_stride: 1,
+                    },
+                    threads,
+                );
+                Ok(())
+            })?;
+            Tensor::from_vec(dw, w.shape(), dev)
+        })
+        .transpose()?;
+    let db = b
+        .track_op()
+        .then(|| Tensor::from_vec(column_sums(g, n), b.shape(), dev))
+        .transpose()?;
+    Ok((dx, dw, db))
 }
 
 /// The sums of the columns of a row-major matrix with `cols` columns: per-thread partial sums over
@@ -618,6 +738,107 @@ mod tests {
                     .unwrap()
             },
         );
+    }
+
+    /// The training linear layer, bare and with each activation fused, against candle's matmul +
+    /// broadcast add (+ the composite activation): values and the gradients of x, w and b.
+    #[test]
+    fn linear_ops_match_the_composite_layer() {
+        let dev = candle_core::Device::Cpu;
+        let var = |dims: &[usize], std: f32| {
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, std, dims, &dev).unwrap()).unwrap()
+        };
+        for (lead, k, n) in [(vec![2, 7], 19, 33), (vec![40, 5], 64, 96)] {
+            let x = var(&[lead.as_slice(), &[k]].concat(), 1.0);
+            let w = var(&[n, k], 0.3);
+            let b = var(&[n], 0.5);
+            let out_dims = [lead.as_slice(), &[n]].concat();
+            let probe = Tensor::randn(0f32, 1.0, out_dims.as_slice(), &dev).unwrap();
+            let composite = || {
+                x.as_tensor()
+                    .broadcast_matmul(&w.as_tensor().t().unwrap())
+                    .unwrap()
+                    .broadcast_add(b.as_tensor())
+                    .unwrap()
+            };
+            let quick = |z: Tensor| {
+                (&z * candle_nn::ops::sigmoid(&(&z * 1.702).unwrap()).unwrap()).unwrap()
+            };
+            let cases: [(&str, Tensor, Tensor); 3] = [
+                (
+                    "linear",
+                    x.apply_op3(
+                        w.as_tensor(),
+                        b.as_tensor(),
+                        LinearBias { quick_gelu: false },
+                    )
+                    .unwrap(),
+                    composite(),
+                ),
+                (
+                    "linear + gelu-erf",
+                    x.apply_op3(
+                        w.as_tensor(),
+                        b.as_tensor(),
+                        LinearBiasAct::new(Activation::GeluErf),
+                    )
+                    .unwrap(),
+                    composite().gelu_erf().unwrap(),
+                ),
+                (
+                    "linear + quick-gelu",
+                    x.apply_op3(
+                        w.as_tensor(),
+                        b.as_tensor(),
+                        LinearBiasAct::new(Activation::QuickGelu),
+                    )
+                    .unwrap(),
+                    quick(composite()),
+                ),
+            ];
+            for (what, ours, theirs) in cases {
+                assert_eq!(ours.dims(), theirs.dims());
+                let scale = theirs
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    max_diff(&ours, &theirs) <= 1e-5 * scale.max(1.0),
+                    "{what} values"
+                );
+                let ga = (&ours * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let ge = (&theirs * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+                    let (a, e) = (ga.get(v).unwrap(), ge.get(v).unwrap());
+                    let scale = e
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(
+                        max_diff(a, e) <= 1e-5 * scale.max(1.0),
+                        "{what}: gradient of {name} {:?}: {}",
+                        lead,
+                        max_diff(a, e)
+                    );
+                }
+            }
+        }
     }
 
     /// The derivatives against central differences of the exact functions in f64 (GELU through the

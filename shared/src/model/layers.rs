@@ -48,12 +48,13 @@ impl Linear {
     pub fn forward_t(&self, x: &Tensor, train: bool, quick_gelu: bool) -> Result<Tensor> {
         if let Some(b) = &self.bias {
             if train && super::kernel_path::fused_cpu(&[x, &self.weight, b]) {
-                let op = cpu_kernels::LinearBias { quick_gelu: false };
-                let y = x.contiguous()?.apply_op3(&self.weight, b, op)?;
+                let x = x.contiguous()?;
                 return if quick_gelu {
-                    self::quick_gelu(&y, train)
+                    let op = cpu_kernels::LinearBiasAct::new(cpu_kernels::Activation::QuickGelu);
+                    x.apply_op3(&self.weight, b, op)
                 } else {
-                    Ok(y)
+                    let op = cpu_kernels::LinearBias { quick_gelu: false };
+                    x.apply_op3(&self.weight, b, op)
                 };
             }
         }
@@ -82,6 +83,20 @@ impl Linear {
         let mut out = dims;
         *out.last_mut().expect("at least one dimension") = self.weight.dim(0)?;
         y.reshape(out)
+    }
+}
+
+impl Linear {
+    /// `gelu_erf(x @ w.T + b)` (timm's MLP), the activation fused into the layer on the CPU's training
+    /// path.
+    pub fn forward_gelu_erf(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(b) = &self.bias {
+            if train && super::kernel_path::fused_cpu(&[x, &self.weight, b]) {
+                let op = cpu_kernels::LinearBiasAct::new(cpu_kernels::Activation::GeluErf);
+                return x.contiguous()?.apply_op3(&self.weight, b, op);
+            }
+        }
+        gelu_erf(&self.forward_t(x, train, false)?, train)
     }
 }
 

@@ -13,7 +13,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::layers::{gelu_erf, self_attention, LayerNorm, Linear};
+use crate::model::layers::{self_attention, LayerNorm, Linear};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VitConfig {
@@ -121,10 +121,8 @@ impl Block {
         let x = (x + self.attention(&self.norm1.forward(x, train)?, train)?)?;
         let hidden = self
             .fc1
-            .forward_t(&self.norm2.forward(&x, train)?, train, false)?;
-        x + self
-            .fc2
-            .forward_t(&gelu_erf(&hidden, train)?, train, false)?
+            .forward_gelu_erf(&self.norm2.forward(&x, train)?, train)?;
+        x + self.fc2.forward_t(&hidden, train, false)?
     }
 }
 
