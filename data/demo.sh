@@ -14,7 +14,7 @@
 #   DEMO_BIN     directory of the embed/distill/synthdg binaries [target/release]
 #   DEMO_DATA    benchmark folder [data/synthdg]     DEMO_CACHE  cache root [data/cache]
 #   DEMO_OUT     runs root [runs/demo]               DEMO_TRIALS trial seeds, e.g. "0 1 2" [0]
-#   DEMO_STEPS   training steps per run [300]        DEMO_FREQ   evaluate every N steps [50]
+#   DEMO_STEPS   training steps per run [150]        DEMO_FREQ   evaluate every N steps [50]
 #   DEMO_VIEWS   augmented views cached per image [4]
 #   DEMO_PER_CLASS images per (domain, class) [60]
 #   DEMO_TEACHER, DEMO_STUDENT  the models [shared/models/mini-clip, shared/models/mini-vit]
@@ -26,7 +26,7 @@ DATA="${DEMO_DATA:-data/synthdg}"
 CACHE="${DEMO_CACHE:-data/cache}"
 OUT="${DEMO_OUT:-runs/demo}"
 TRIALS="${DEMO_TRIALS:-0}"
-STEPS="${DEMO_STEPS:-300}"
+STEPS="${DEMO_STEPS:-150}"
 FREQ="${DEMO_FREQ:-50}"
 VIEWS="${DEMO_VIEWS:-4}"
 PER_CLASS="${DEMO_PER_CLASS:-60}"
