@@ -882,6 +882,12 @@ fn the_online_teacher_reproduces_the_cache_and_resumes() {
     cached.extend(["--cutmix-prob", "1.5"]);
     let (ok, _, stderr) = distill(&cached);
     assert!(!ok && stderr.contains("--cutmix-prob"), "{stderr}");
+    // A probability without β would silently leave CutMix off.
+    let (ok, _, stderr) = kd(&a, "sd", &["--cutmix-prob", "0.5", "--seed", "3"]);
+    assert!(
+        !ok && stderr.contains("--cutmix-prob needs --cutmix-beta"),
+        "{stderr}"
+    );
 }
 
 /// `distill study views`: kd from the first 0 and 1 cached views and with the online teacher; one table

@@ -512,6 +512,10 @@ impl<'a> Experiment<'a> {
                 Some(Online { teacher, student })
             }
         };
+        ensure!(
+            args.cutmix_prob.is_none() || args.cutmix_beta.is_some_and(|b| b > 0.0),
+            "--cutmix-prob needs --cutmix-beta β > 0: without it CutMix is off, as in the official code"
+        );
         if args.cutmix_beta.is_some_and(|b| b > 0.0) {
             ensure!(
                 algorithms::CUTMIX.contains(&entry.name),
