@@ -239,16 +239,7 @@ mod tests {
 
     use super::*;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::test_tensors::{max_abs, max_diff};
 
     /// The composition the models use on other devices: split, heads to the batch, softmax(s·QKᵀ)·V.
     fn composite(qkv: &Tensor, heads: usize, scale: f64) -> Tensor {
@@ -316,13 +307,7 @@ mod tests {
                 .backward()
                 .unwrap();
             let (a, e) = (g1.get(&qkv).unwrap(), g2.get(&qkv).unwrap());
-            let scale = e
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(e);
             assert!(
                 max_diff(a, e) <= 1e-5 * scale.max(1.0),
                 "gradient {:?}: {}",

@@ -653,16 +653,7 @@ mod tests {
         }
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::test_tensors::{max_abs, max_diff};
 
     /// Value and input gradient of `ours` against candle's composite op under Σ probe·f(x).
     fn assert_same_op(
@@ -677,13 +668,7 @@ mod tests {
                 .unwrap();
             let probe = Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
             let (a, e) = (ours(x.as_tensor()), theirs(x.as_tensor()));
-            let scale = e
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(&e);
             assert!(
                 max_diff(&a, &e) <= 1e-6 * scale.max(1.0),
                 "{what} values {dims:?}"
@@ -701,13 +686,7 @@ mod tests {
                 .backward()
                 .unwrap();
             let (ga, ge) = (ga.get(&x).unwrap(), ge.get(&x).unwrap());
-            let scale = ge
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(ge);
             assert!(
                 max_diff(ga, ge) <= 1e-5 * scale.max(1.0),
                 "{what} gradient {dims:?}: {}",
@@ -798,13 +777,7 @@ mod tests {
             ];
             for (what, ours, theirs) in cases {
                 assert_eq!(ours.dims(), theirs.dims());
-                let scale = theirs
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = max_abs(&theirs);
                 assert!(
                     max_diff(&ours, &theirs) <= 1e-5 * scale.max(1.0),
                     "{what} values"
@@ -823,13 +796,7 @@ mod tests {
                     .unwrap();
                 for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
                     let (a, e) = (ga.get(v).unwrap(), ge.get(v).unwrap());
-                    let scale = e
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
+                    let scale = max_abs(e);
                     assert!(
                         max_diff(a, e) <= 1e-5 * scale.max(1.0),
                         "{what}: gradient of {name} {:?}: {}",

@@ -218,16 +218,7 @@ mod tests {
 
     use super::*;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::test_tensors::{max_abs, max_diff};
 
     /// Values and the three gradients against candle's composite LayerNorm (the generic path), on rows
     /// whose length is and is not a multiple of the vector width, with an offset mean.
@@ -261,13 +252,7 @@ mod tests {
                 .unwrap();
             for (what, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
                 let (a, e) = (g1.get(v).unwrap(), g2.get(v).unwrap());
-                let scale = e
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = max_abs(e);
                 assert!(
                     max_diff(a, e) <= 1e-5 * scale.max(1.0),
                     "{what} gradient, d = {d}: {}",

@@ -204,18 +204,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::test_tensors::max_diff;
 
     #[test]
     fn fused_and_differentiable_paths_agree() {

@@ -15,6 +15,8 @@ mod layer_norm;
 pub mod layers;
 mod pool;
 pub mod students;
+#[cfg(test)]
+mod test_tensors;
 mod trainable;
 
 pub use candle_core::Device;

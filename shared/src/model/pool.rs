@@ -189,16 +189,7 @@ mod tests {
 
     use super::*;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::test_tensors::max_diff;
 
     /// Values (both paths) and gradients (training path) equal the composition of maxima's, on odd and
     /// even sides, and on a ReLU's output (ties at zero: the ReLU's mask removes the gradient either way).

@@ -2,16 +2,7 @@ use candle_core::{Device, Var};
 
 use super::*;
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use crate::model::test_tensors::{max_abs, max_diff};
 
 /// Same values and gradients as candle's own conv2d (whose backward is correct, only slow).
 #[test]
@@ -143,13 +134,7 @@ fn fused_matches_unfused_values_and_gradients() {
                 for (name, v) in [("w", &wt), ("b", &b), ("x", &x)] {
                     match (g1.get(v.as_tensor()), g2.get(v.as_tensor())) {
                         (Some(a), Some(e)) => {
-                            let scale = e
-                                .abs()
-                                .unwrap()
-                                .max_all()
-                                .unwrap()
-                                .to_scalar::<f32>()
-                                .unwrap();
+                            let scale = max_abs(e);
                             let d = max_diff(a, e);
                             assert!(d <= 1e-4 * scale.max(1.0), "case {i} {act:?} d{name}: {d}");
                         }
@@ -307,13 +292,7 @@ fn generic_path_matches_fused_values_and_gradients() {
             assert!(max_diff(&fused_y, &generic_y) < 1e-4, "case {i} {act:?}");
             for (name, (a, e)) in ["x", "w", "b"].iter().zip(generic_g.iter().zip(&fused_g)) {
                 assert_eq!(a.dims(), e.dims(), "case {i} d{name}");
-                let scale = e
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = max_abs(e);
                 let d = max_diff(a, e);
                 assert!(d <= 1e-4 * scale.max(1.0), "case {i} {act:?} d{name}: {d}");
             }
