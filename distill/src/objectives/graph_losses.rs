@@ -37,6 +37,28 @@ pub fn kl_divergence(teacher: &Tensor, student_log: &Tensor) -> Result<Tensor> {
     Ok(kl.mean_all()?)
 }
 
+/// The teacher's probabilities `softmax(z_T / T)` of row-major `[B, C]` logits (constants).
+pub fn teacher_probabilities(
+    logits: &[f32],
+    classes: usize,
+    t: f64,
+    device: &Device,
+) -> Result<Tensor> {
+    let scaled: Vec<f32> = logits.iter().map(|v| (f64::from(*v) / t) as f32).collect();
+    softmax_rows(&scaled, classes, device)
+}
+
+/// Hinton's distillation term `KL(p_T ‖ softmax(z/T))·T²`, batch-mean, of the teacher's probabilities
+/// `teacher` (from [`teacher_probabilities`]) and the student's logits `z`.
+pub fn soft_kl(teacher: &Tensor, z: &Tensor, t: f64) -> Result<Tensor> {
+    Ok((kl_divergence(teacher, &log_softmax(&(z / t)?)?)? * (t * t))?)
+}
+
+/// The value of a scalar tensor, for the logs.
+pub fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(f64::from(t.to_scalar::<f32>()?))
+}
+
 /// Row-wise softmax of `[B, C]` values computed in f64 (teacher targets; no gradient).
 pub fn softmax_rows(values: &[f32], classes: usize, device: &Device) -> Result<Tensor> {
     let mut out = Vec::with_capacity(values.len());

@@ -13,7 +13,8 @@ use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor, D};
 
 use super::graph_losses::{
-    cross_entropy, kl_divergence, log_softmax, normalize_rows, softmax_rows,
+    cross_entropy, log_softmax, normalize_rows, scalar, soft_kl, softmax_rows,
+    teacher_probabilities,
 };
 
 /// RISE's hard-coded scale of the teacher's logits (`100.0 * CLIP_image_features @ text_features_ems.T`).
@@ -126,9 +127,8 @@ pub fn loss(
     let device = z.device();
     let b = labels.len();
     let t = w.temperature;
-    let scaled: Vec<f32> = teacher.iter().map(|v| (f64::from(*v) / t) as f32).collect();
-    let teacher_p = softmax_rows(&scaled, targets.classes, device)?;
-    let kl = (kl_divergence(&teacher_p, &log_softmax(&(z / t)?)?)? * (t * t))?;
+    let teacher_p = teacher_probabilities(teacher, targets.classes, t, device)?;
+    let kl = soft_kl(&teacher_p, z, t)?;
     let ce = cross_entropy(z, labels)?;
 
     let e = normalize_rows(e)?;
@@ -146,14 +146,13 @@ pub fn loss(
 
     let total = ((&kl * w.kd)? + (&ce * w.ce)?)?;
     let total = (total + ((&absolute + &relative)? * w.distance)?)?;
-    let value = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
     Ok((
         total,
         Parts {
-            kl: value(&kl)?,
-            ce: value(&ce)?,
-            absolute: value(&absolute)?,
-            relative: value(&relative)?,
+            kl: scalar(&kl)?,
+            ce: scalar(&ce)?,
+            absolute: scalar(&absolute)?,
+            relative: scalar(&relative)?,
         },
     ))
 }

@@ -10,9 +10,7 @@
 use anyhow::Result;
 use candle_core::Tensor;
 
-use super::graph_losses::{
-    cross_entropy, kl_divergence, log_softmax, normalize_rows, softmax_rows,
-};
+use super::graph_losses::{cross_entropy, normalize_rows, scalar, soft_kl, teacher_probabilities};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Weights {
@@ -56,22 +54,20 @@ pub fn loss(
 ) -> Result<(Tensor, Parts)> {
     let t = w.temperature;
     let classes = z.dims2()?.1;
-    let scaled: Vec<f32> = teacher.iter().map(|v| (f64::from(*v) / t) as f32).collect();
-    let teacher_p = softmax_rows(&scaled, classes, z.device())?;
+    let teacher_p = teacher_probabilities(teacher, classes, t, z.device())?;
     let ce = cross_entropy(z, labels)?;
-    let kd = (kl_divergence(&teacher_p, &log_softmax(&(z / t)?)?)? * (t * t))?;
+    let kd = soft_kl(&teacher_p, z, t)?;
     let cosines = normalize_rows(projected)?.matmul(&texts.t()?)?;
     let scale = log_scale.exp()?.reshape(())?;
     let logits = cosines.broadcast_mul(&scale)?;
-    let cross_modal = (kl_divergence(&teacher_p, &log_softmax(&(logits / t)?)?)? * (t * t))?;
+    let cross_modal = soft_kl(&teacher_p, &logits, t)?;
     let total = ((&ce + (&kd * w.lambda1)?)? + (&cross_modal * w.lambda2)?)?;
-    let value = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
     Ok((
         total,
         Parts {
-            ce: value(&ce)?,
-            kd: value(&kd)?,
-            cross_modal: value(&cross_modal)?,
+            ce: scalar(&ce)?,
+            kd: scalar(&kd)?,
+            cross_modal: scalar(&cross_modal)?,
         },
     ))
 }
