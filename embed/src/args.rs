@@ -97,9 +97,11 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub device: String,
 
-    /// How a GPU multiplies f32 matrices: fp32 (the official code's) or tf32 (TensorFloat-32 tensor cores:
-    /// inputs rounded to a 10-bit mantissa, f32 accumulation; faster, slightly different numbers). No effect
-    /// on the CPU.
+    /// The models' products (matrix products, convolutions): fp32 (the official code's); tf32 (a GPU's
+    /// TensorFloat-32 tensor cores: inputs rounded to a 10-bit mantissa, f32 accumulation; no effect on the
+    /// CPU); bf16 (bf16 operands and results, f32 sums, everything else f32: PyTorch's bf16 autocast for
+    /// products; fast on a GPU's tensor cores, computed but not faster on the CPU). Recorded in the
+    /// manifest's computed_on.
     #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
     pub precision: vl2v::model::Precision,
 

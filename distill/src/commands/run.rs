@@ -133,9 +133,11 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub device: String,
 
-    /// Backbone algorithms: how a GPU multiplies f32 matrices: fp32 (the official code's) or tf32
-    /// (TensorFloat-32 tensor cores: inputs rounded to a 10-bit mantissa, f32 accumulation; faster, slightly
-    /// different numbers). No effect on the CPU. Recorded with the device in every results.jsonl line.
+    /// Backbone algorithms: the backbone's products (matrix products, convolutions): fp32 (the official
+    /// code's); tf32 (a GPU's TensorFloat-32 tensor cores: inputs rounded to a 10-bit mantissa, f32
+    /// accumulation; no effect on the CPU); bf16 (bf16 operands and results, f32 sums; parameters, Adam,
+    /// norms, softmax and losses stay f32: PyTorch's bf16 autocast for products; fast on a GPU's tensor
+    /// cores, computed but not faster on the CPU). Recorded with the device in every results.jsonl line.
     #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
     pub precision: vl2v::model::Precision,
 

@@ -43,14 +43,18 @@ pub fn cuda_device_count() -> usize {
     0
 }
 
-/// `--precision`: how a GPU multiplies f32 matrices. `fp32` (the default, and the official code's): full f32.
-/// `tf32`: NVIDIA's TensorFloat-32 tensor cores (inputs rounded to a 10-bit mantissa, f32 accumulation;
-/// what PyTorch's `allow_tf32` enables); it changes nothing on the CPU. Parameters, activations and
-/// caches stay f32 either way.
+/// `--precision`: how products (matrix products, convolutions) are computed. `fp32` (the default, and the
+/// official code's): full f32. `tf32`: a GPU's f32 matrix products on NVIDIA's TensorFloat-32 tensor cores
+/// (inputs rounded to a 10-bit mantissa, f32 accumulation; what PyTorch's `allow_tf32` enables); it changes
+/// nothing on the CPU. `bf16`: every product of the models on bf16 operands with f32 sums and a bf16
+/// result (`kernel_path::product`; PyTorch's bf16 autocast, for products only), on any device (the CPU
+/// computes the same roundings, no faster). Parameters, optimiser states, activations between products,
+/// losses and caches stay f32 in all three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     Fp32,
     Tf32,
+    Bf16,
 }
 
 impl std::str::FromStr for Precision {
@@ -59,7 +63,8 @@ impl std::str::FromStr for Precision {
         match s {
             "fp32" => Ok(Precision::Fp32),
             "tf32" => Ok(Precision::Tf32),
-            _ => Err(format!("'{s}' is not a precision: fp32 or tf32")),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("'{s}' is not a precision: fp32, tf32 or bf16")),
         }
     }
 }
@@ -69,11 +74,13 @@ impl Precision {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
         }
     }
 
-    /// Makes this the precision of every f32 matrix product on a GPU from now on (process-wide).
+    /// Makes this the precision of every product from now on (process-wide).
     pub fn apply(self) {
+        super::kernel_path::set_bf16_products(self == Precision::Bf16);
         #[cfg(feature = "cuda")]
         candle_core::cuda_backend::set_gemm_reduced_precision_f32(self == Precision::Tf32);
     }
@@ -147,11 +154,14 @@ mod tests {
 
     #[test]
     fn precisions_parse_and_print_back() {
-        for name in ["fp32", "tf32"] {
+        for name in ["fp32", "tf32", "bf16"] {
             assert_eq!(name.parse::<Precision>().unwrap().name(), name);
         }
-        let err = "bf16".parse::<Precision>().unwrap_err();
-        assert!(err.contains("fp32 or tf32"), "{err}");
+        let err = "fp16".parse::<Precision>().unwrap_err();
+        assert!(
+            err.contains("'fp16'") && err.contains("fp32, tf32 or bf16"),
+            "{err}"
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -8,6 +8,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::kernel_path::{fused_cpu_products, product};
 use super::{attention, cpu_kernels, layer_norm};
 
 /// `x @ w.T + b` with any leading dimensions flattened into one matrix product (one large GEMM is much
@@ -47,7 +48,7 @@ impl Linear {
     /// gradient, so training must say `train`.
     pub fn forward_t(&self, x: &Tensor, train: bool, quick_gelu: bool) -> Result<Tensor> {
         if let Some(b) = &self.bias {
-            if train && super::kernel_path::fused_cpu(&[x, &self.weight, b]) {
+            if train && fused_cpu_products(&[x, &self.weight, b]) {
                 let x = x.contiguous()?;
                 return if quick_gelu {
                     let op = cpu_kernels::LinearBiasAct::new(cpu_kernels::Activation::QuickGelu);
@@ -63,12 +64,12 @@ impl Linear {
         let rows = x.elem_count() / d_in.max(1);
         let x2 = x.reshape((rows, d_in))?;
         let y = match &self.bias {
-            Some(b) if !train && cpu_f32(x) => {
+            Some(b) if !train && fused_cpu_products(&[x]) => {
                 let op = cpu_kernels::LinearBias { quick_gelu };
                 x2.contiguous()?.apply_op3_no_bwd(&self.weight, b, &op)?
             }
             bias => {
-                let y = x2.matmul(&self.weight.t()?)?;
+                let y = product(&x2, &self.weight.t()?, |a, b| a.matmul(b))?;
                 let y = match bias {
                     Some(b) => y.broadcast_add(b)?,
                     None => y,
@@ -91,7 +92,7 @@ impl Linear {
     /// path.
     pub fn forward_gelu_erf(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if let Some(b) = &self.bias {
-            if train && super::kernel_path::fused_cpu(&[x, &self.weight, b]) {
+            if train && fused_cpu_products(&[x, &self.weight, b]) {
                 let op = cpu_kernels::LinearBiasAct::new(cpu_kernels::Activation::GeluErf);
                 return x.contiguous()?.apply_op3(&self.weight, b, op);
             }
@@ -172,7 +173,7 @@ pub fn gelu_erf(x: &Tensor, train: bool) -> Result<Tensor> {
 /// 3·dim)` (q, k, v each `heads` heads wide, in order) → `(batch, tokens, dim)`, heads interleaved as
 /// the output projection reads them.
 pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64, train: bool) -> Result<Tensor> {
-    if train && cpu_f32(qkv) {
+    if train && fused_cpu_products(&[qkv]) {
         return attention::attention(qkv, heads, scale as f32);
     }
     let (b, t, three_d) = qkv.dims3()?;
@@ -187,8 +188,8 @@ pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64, train: bool) -> Re
     if scale != 1.0 {
         q = (q * scale)?;
     }
-    softmax(&q.matmul(&k.t()?)?, train)?
-        .matmul(&v)?
+    let scores = product(&q, &k.t()?, |a, b| a.matmul(b))?;
+    product(&softmax(&scores, train)?, &v, |a, b| a.matmul(b))?
         .reshape((b, heads, t, hd))?
         .transpose(1, 2)?
         .contiguous()?

@@ -1,6 +1,8 @@
 //! Model loading: resolving files (hub or local), configs, devices and the encoders built from them.
 
 mod attention;
+#[cfg(test)]
+mod bf16_tests;
 pub mod clip;
 mod clip_teacher;
 mod conv;

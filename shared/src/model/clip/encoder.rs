@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::kernel_path::fused_cpu;
+use crate::model::kernel_path::{fused_cpu_products, product};
 use crate::model::layers::{self_attention, softmax, LayerNorm, Linear};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,7 +58,7 @@ impl Attention {
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let (h, hd) = (self.heads, d / self.heads);
-        if train && mask.is_none() && fused_cpu(&[x]) {
+        if train && mask.is_none() && fused_cpu_products(&[x]) {
             // The fused CPU attention reads one q/k/v projection: the three trainable weights are
             // concatenated in the graph (a copy of 3·d² weights, small beside the activations) so that
             // their gradients flow back to each.
@@ -99,14 +99,14 @@ impl Attention {
         let q = q.contiguous()?.reshape((b * h, t, hd))?;
         let k = k.contiguous()?.reshape((b * h, t, hd))?;
         let v = v.contiguous()?.reshape((b * h, t, hd))?;
-        let mut scores = q.matmul(&k.t()?)?;
+        let mut scores = product(&q, &k.t()?, |a, b| a.matmul(b))?;
         if let Some(mask) = mask {
             scores = scores
                 .reshape((b, h, t, t))?
                 .broadcast_add(mask)?
                 .reshape((b * h, t, t))?;
         }
-        let attn = softmax(&scores, train)?.matmul(&v)?;
+        let attn = product(&softmax(&scores, train)?, &v, |a, b| a.matmul(b))?;
         let attn = attn
             .reshape((b, h, t, hd))?
             .transpose(1, 2)?

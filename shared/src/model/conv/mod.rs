@@ -16,6 +16,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::kernel_path::{fused_cpu_products, product};
+
 mod fused;
 #[cfg(test)]
 mod tests;
@@ -157,9 +159,11 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
     let (batch, c_out) = (g.batch, weight.dim(0)?);
     let (ho, wo) = g.out();
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    let y = cols
-        .reshape((batch * ho * wo, g.row_len()))?
-        .matmul(&weight.reshape((c_out, g.row_len()))?.t()?)?;
+    let y = product(
+        &cols.reshape((batch * ho * wo, g.row_len()))?,
+        &weight.reshape((c_out, g.row_len()))?.t()?,
+        |a, b| a.matmul(b),
+    )?;
     y.reshape((batch, ho * wo, c_out))?
         .transpose(1, 2)?
         .reshape((batch, c_out, ho, wo))
@@ -176,13 +180,14 @@ fn generic_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) ->
     let (ho, wo) = g.out();
     let (used_h, used_w) = ((ho - 1) * stride + g.k, (wo - 1) * stride + g.k);
     if used_h == g.h + 2 * padding && used_w == g.w + 2 * padding {
-        return x.conv2d(weight, padding, stride, 1, 1);
+        return product(x, weight, |x, w| x.conv2d(w, padding, stride, 1, 1));
     }
-    x.pad_with_zeros(2, padding, padding)?
+    let x = x
+        .pad_with_zeros(2, padding, padding)?
         .pad_with_zeros(3, padding, padding)?
         .narrow(2, 0, used_h)?
-        .narrow(3, 0, used_w)?
-        .conv2d(weight, 0, stride, 1, 1)
+        .narrow(3, 0, used_w)?;
+    product(&x, weight, |x, w| x.conv2d(w, 0, stride, 1, 1))
 }
 
 /// `act(conv(x, w) + bias)` for `x: [B, C, H, W]`, `weight: [C_out, C, k, k]`, `bias: [C_out]`, as torch's
@@ -201,7 +206,7 @@ pub fn conv2d_bias_act(
     if bias.dims() != [c_out] {
         candle_core::bail!("conv2d: bias {:?} for {c_out} channels", bias.dims());
     }
-    if !super::kernel_path::fused_cpu(&[x, weight, bias]) {
+    if !fused_cpu_products(&[x, weight, bias]) {
         let y =
             conv2d(x, weight, stride, padding)?.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
         return match act {

@@ -12,6 +12,7 @@ use candle_nn::VarBuilder;
 
 use super::batch_norm::{FrozenBatchNorm, BN_EPS};
 use crate::model::conv::{conv2d_bias_act, Activation};
+use crate::model::kernel_path::product;
 pub use crate::model::pool::max_pool_3x3_s2_p1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,9 +103,10 @@ impl ConvBn {
     /// `act(bn(conv(x)))`.
     fn forward(&self, x: &Tensor, train: bool, act: Activation) -> Result<Tensor> {
         let y = match (&self.fused, train) {
-            (Some((w, b)), false) => x
-                .conv2d(w, self.padding, self.stride, 1, 1)?
-                .broadcast_add(b)?,
+            (Some((w, b)), false) => {
+                product(x, w, |x, w| x.conv2d(w, self.padding, self.stride, 1, 1))?
+                    .broadcast_add(b)?
+            }
             // Frozen BatchNorm is an affine map: folded into the weights here too (differentiably), and
             // its shift is the convolution's bias, added with the activation in the GEMM's output pass.
             (_, true) => {
@@ -114,8 +116,10 @@ impl ConvBn {
                 return conv2d_bias_act(x, &w, &shift, self.stride, self.padding, act);
             }
             (None, false) => {
-                self.bn
-                    .forward(&x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)?
+                let y = product(x, &self.weight, |x, w| {
+                    x.conv2d(w, self.padding, self.stride, 1, 1)
+                })?;
+                self.bn.forward(&y)?
             }
         };
         match act {
