@@ -405,6 +405,61 @@ fn loader_workers_do_not_change_results() {
     }
 }
 
+/// `--precision bf16` trains with bf16 products: every record says so, the losses stay within bf16's reach
+/// of the fp32 run's (2% relative; the first step's loss, before any update, is the bf16 forward's alone)
+/// without equalling them.
+#[test]
+fn bf16_products_train_close_to_fp32_and_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("students/resnet_basic.safetensors");
+    let (teacher, student) = teacher_and_student(tmp.path(), 4, "2", "test-resnet-basic", &weights);
+    let (t, s) = (teacher.to_str().unwrap(), student.to_str().unwrap());
+    let train = |precision: &str| {
+        let out = tmp.path().join(precision);
+        let (ok, _, stderr) = distill(&[
+            "run",
+            "--cache",
+            t,
+            "--student-cache",
+            s,
+            "--out",
+            out.to_str().unwrap(),
+            "--algorithm",
+            "erm-ft",
+            "--test-domain",
+            "photo",
+            "--steps",
+            "3",
+            "--checkpoint-freq",
+            "2",
+            "--batch-size",
+            "3",
+            "--lr",
+            "1e-4",
+            "--precision",
+            precision,
+        ]);
+        assert!(ok, "--precision {precision}: {stderr}");
+        assert!(
+            stderr.contains(&format!("precision {precision}")),
+            "{stderr}"
+        );
+        records(&out.join("toy/erm-ft/photo/seed0"))
+    };
+    let (fp32, bf16) = (train("fp32"), train("bf16"));
+    assert_eq!(fp32.len(), bf16.len());
+    for (a, b) in fp32.iter().zip(&bf16) {
+        assert_eq!(b["precision"], "bf16", "{b}");
+        assert_eq!(a["step"], b["step"]);
+        let (la, lb) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!(
+            la != lb && (la - lb).abs() <= 0.02 * la.abs(),
+            "step {}: loss {lb} with bf16 products, {la} in fp32",
+            a["step"]
+        );
+    }
+}
+
 /// lp-ft starts from the finished erm-lp run's probe: without it, one line naming the run and the command;
 /// with it, the recorded probe path, and a first evaluation (step 0, after one update at a learning rate
 /// too small to move anything: the pretrained student with the probe as its classifier) that agrees with

@@ -466,3 +466,45 @@ fn caches_a_frozen_student_on_the_teachers_views() {
         "student features are stored raw, not normalised"
     );
 }
+
+/// `--precision bf16` embeds with bf16 products: every embedding within bf16's reach of the fp32 cache's
+/// (cosine ≥ 0.99) but not equal to it (the setting took effect), and the manifest says how it was computed.
+#[test]
+fn bf16_products_embed_close_to_fp32_and_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("toy");
+    write_dataset(&data, &["art", "photo"], &["cat", "dog"], 3, (40, 30));
+    let embed_with = |precision: &str| {
+        let cache = tmp.path().join(precision);
+        let (out, stdout, stderr) = run(&mut embed_tiny_clip(
+            &data,
+            &cache,
+            &["--views", "1", "--precision", precision],
+        ));
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("precision {precision}")),
+            "{stderr}"
+        );
+        last_line(&stdout)
+    };
+    let (fp32, bf16) = (embed_with("fp32"), embed_with("bf16"));
+    assert_eq!(Manifest::read(&bf16).unwrap().computed_on, ["cpu bf16"]);
+    let (a, b) = (rows_of(&fp32), rows_of(&bf16));
+    assert_eq!(a.len(), b.len());
+    let mut min_cos = 1f32;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.path, x.view), (&y.path, y.view));
+        let cos: f32 = x
+            .embedding
+            .iter()
+            .zip(&y.embedding)
+            .map(|(p, q)| p * q)
+            .sum();
+        min_cos = min_cos.min(cos);
+    }
+    assert!(
+        (0.99..0.999_999).contains(&min_cos),
+        "minimum cosine between the bf16 and fp32 caches: {min_cos}"
+    );
+}

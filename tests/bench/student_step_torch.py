@@ -65,6 +65,11 @@ def main():
         action="store_true",
         help="cuda: convolutions in strict fp32 (PyTorch's default lets cuDNN use TF32 for them)",
     )
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="the student's forward under torch.autocast(bfloat16), as vl2v's --precision bf16",
+    )
     args = ap.parse_args()
     dev = torch.device(args.device)
     if args.no_tf32:
@@ -97,7 +102,9 @@ def main():
             labels = torch.randint(0, 65, (args.batch,)).to(dev)
             sync()
             start = time.perf_counter()
-            p = proj(model(x.to(dev)))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+                features = model(x.to(dev))
+            p = proj(features.float())
             cos_image = F.cosine_similarity(p, image, dim=-1).mean()
             cos_text = F.cosine_similarity(p, texts[labels], dim=-1).mean()
             loss = 0.5 * -cos_image + 0.5 * -cos_text
@@ -114,7 +121,7 @@ def main():
                 "torch": torch.__version__,
                 "threads": args.threads,
                 "batch": args.batch,
-                "device": args.device + (" strict fp32" if args.no_tf32 else ""),
+                "device": args.device + (" strict fp32" if args.no_tf32 else "") + (" bf16" if args.bf16 else ""),
                 "students": results,
             }
         )

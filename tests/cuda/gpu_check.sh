@@ -3,9 +3,10 @@
 # tests/cuda/prepare_gpu_check.sh, which builds and packs everything into target/cuda-bin). Sections, each
 # bounded by its own timeout so that one failure does not hide the rest:
 #   1. parity: the model and Adam tests of the device-generic path with VL2V_TEST_DEVICE=cuda, i.e. what the
-#      GPU computes (outputs, every gradient, Adam steps) against the CPU path;
+#      GPU computes (outputs, every gradient, Adam steps) against the CPU path, and the bf16 tests (the GPU's
+#      bf16 products against the CPU's f32, no further than PyTorch's autocast);
 #   2. step: one ADiP Distill step (ResNet-50, ViT-B/16; 3 × 32 images at 224²) on the GPU, vl2v and PyTorch
-#      (PyTorch's defaults, and strict fp32);
+#      (PyTorch's defaults, strict fp32, and bf16 autocast; vl2v fp32, tf32, bf16);
 #   3. embed: tests/cuda/device_check.sh (tiny CLIP GPU vs CPU cache, ViT-B/16 images/s at batch 32 and 128);
 #   4. e2e: the generated benchmark embedded on the GPU, then adip-align, adip-distill, kd, erm-ft and sd
 #      trained on the GPU and on the CPU from the same caches; records compared;
@@ -46,7 +47,7 @@ want() { [[ " ${SECTIONS:-parity step embed e2e} " == *" $1 "* ]]; }
 if want parity; then
 say "1. parity: the generic path on the GPU against the CPU path"
 VL2V_TEST_DEVICE=cuda timeout 120 /tmp/bin/shared_tests --test-threads 1 --nocapture \
-    generic_path_tests device_steps_match_host_steps || echo "PARITY FAILED rc=$?"
+    generic_path_tests bf16_tests device_steps_match_host_steps || echo "PARITY FAILED rc=$?"
 
 fi
 
@@ -62,6 +63,11 @@ VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 timeout 150 /tmp/b
 VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISION=tf32 timeout 90 \
     /tmp/bin/distill_tests --ignored --exact --nocapture algorithms::adip_distill::tests::student_step_timing ||
     echo "VL2V TF32 STEP FAILED rc=$?"
+before 300 && timeout 60 python3 tests/bench/student_step_torch.py --device cuda --batch 96 --steps 5 \
+    --students resnet50,vit-base --bf16 || echo "TORCH BF16 STEP FAILED rc=$?"
+VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISION=bf16 timeout 90 \
+    /tmp/bin/distill_tests --ignored --exact --nocapture algorithms::adip_distill::tests::student_step_timing ||
+    echo "VL2V BF16 STEP FAILED rc=$?"
 nvidia-smi --query-gpu=memory.used --format=csv
 
 fi
@@ -70,7 +76,7 @@ if want profile; then
 say "the Distill step's phases on the GPU"
 [ -e $W/resnet50.safetensors ] || timeout 120 python3 tests/bench/student_step_torch.py --device cuda \
     --batch 96 --steps 1 --students resnet50,vit-base --save $W >/dev/null
-for precision in fp32 tf32; do
+for precision in fp32 tf32 bf16; do
     VL2V_STEP_WEIGHTS=$W VL2V_STEP_DEVICE=cuda VL2V_STEP_BATCH=96 VL2V_STEP_PRECISION=$precision \
         VL2V_STEP_PHASES=1 timeout 120 /tmp/bin/distill_tests --ignored --exact --nocapture \
         algorithms::adip_distill::tests::student_step_timing 2>&1 | grep -E 'step|forward' ||
