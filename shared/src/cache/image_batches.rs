@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use arrow::array::{Array, Int16Array, Int32Array, StringArray};
 use arrow::datatypes::{Float32Type, Int16Type, Int32Type};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use parquet::arrow::ProjectionMask;
 
 use super::columns::Columns;
 use super::embedding::list_values_f32;
@@ -22,6 +24,7 @@ pub struct ImageBatches {
     current: Option<(PathBuf, ParquetRecordBatchReader)>,
     layout: Option<(usize, EmbeddingDtype)>,
     batch_size: usize,
+    keys_only: bool,
     failed: bool,
 }
 
@@ -33,8 +36,16 @@ impl ImageBatches {
             current: None,
             layout: None,
             batch_size: BATCH_ROWS,
+            keys_only: false,
             failed: false,
         }
+    }
+
+    /// Reads only the key columns (`path`, `domain`, `label`, `view`: see [`ImageKeys`]): the embeddings and
+    /// view parameters are neither decoded nor read from disk. Every part's schema is still checked whole.
+    pub fn keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
     }
 
     /// Rows per batch (default 1024).
@@ -63,6 +74,15 @@ impl ImageBatches {
             }
             _ => self.layout = Some((dim, dtype)),
         }
+        let builder = if self.keys_only {
+            let mask = ProjectionMask::columns(
+                builder.parquet_schema(),
+                [COL_PATH, COL_DOMAIN, COL_LABEL, COL_VIEW],
+            );
+            builder.with_projection(mask)
+        } else {
+            builder
+        };
         let reader = builder
             .with_batch_size(self.batch_size)
             .build()
@@ -98,6 +118,55 @@ impl Iterator for ImageBatches {
                 return Some(Err(e));
             }
         }
+    }
+}
+
+/// The key columns of a batch of image rows (read whole or with [`ImageBatches::keys_only`]): which image,
+/// domain, label and view each row holds, without its embedding.
+pub struct ImageKeys<'a> {
+    path: &'a StringArray,
+    domain: &'a StringArray,
+    label: &'a Int32Array,
+    view: &'a Int16Array,
+}
+
+impl<'a> ImageKeys<'a> {
+    pub fn new(batch: &'a RecordBatch) -> Result<Self, CacheError> {
+        let bad = |reason: String| CacheError::Batch {
+            what: "image batch",
+            reason,
+        };
+        let cols = Columns { batch };
+        Ok(ImageKeys {
+            path: cols.strings(COL_PATH).map_err(bad)?,
+            domain: cols.strings(COL_DOMAIN).map_err(bad)?,
+            label: cols.primitive::<Int32Type>(COL_LABEL).map_err(bad)?,
+            view: cols.primitive::<Int16Type>(COL_VIEW).map_err(bad)?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.path.is_empty()
+    }
+
+    pub fn path(&self, row: usize) -> &'a str {
+        self.path.value(row)
+    }
+
+    pub fn domain(&self, row: usize) -> &'a str {
+        self.domain.value(row)
+    }
+
+    pub fn label(&self, row: usize) -> i32 {
+        self.label.value(row)
+    }
+
+    pub fn view(&self, row: usize) -> i16 {
+        self.view.value(row)
     }
 }
 

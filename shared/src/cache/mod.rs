@@ -28,7 +28,9 @@ mod tests;
 
 pub use atomic::write_bytes_atomic;
 pub use error::CacheError;
-pub use image_batches::{batch_embeddings, image_rows_from_batch, read_image_rows, ImageBatches};
+pub use image_batches::{
+    batch_embeddings, image_rows_from_batch, read_image_rows, ImageBatches, ImageKeys,
+};
 pub use image_part::{
     read_part_footer, write_image_part, write_image_part_on, ImageRow, PartInfo, Skipped,
     META_COMPUTED_ON, META_IMAGES, META_SKIPPED,

@@ -349,6 +349,71 @@ fn streaming_reads_parts_in_order() {
 }
 
 #[test]
+fn key_reads_hold_the_key_columns_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("part-{i:05}.parquet")))
+        .collect();
+    let first = image_rows(4, 5, 3, 8);
+    let second = image_rows(5, 3, 3, 8);
+    write_image_part(&parts[0], 8, EmbeddingDtype::F16, &first, &[]).unwrap();
+    write_image_part(&parts[1], 8, EmbeddingDtype::F16, &second, &[]).unwrap();
+
+    let mut batches = ImageBatches::new(parts.clone())
+        .with_batch_size(4)
+        .keys_only();
+    let mut keys = Vec::new();
+    for batch in &mut batches {
+        let batch = batch.unwrap();
+        let names: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["path", "domain", "label", "view"]);
+        let k = ImageKeys::new(&batch).unwrap();
+        assert_eq!(k.len(), batch.num_rows());
+        for i in 0..k.len() {
+            keys.push((
+                k.path(i).to_string(),
+                k.domain(i).to_string(),
+                k.label(i),
+                k.view(i),
+            ));
+        }
+    }
+    // The layout is the parts' own, from their schema.
+    assert_eq!(batches.layout(), Some((8, EmbeddingDtype::F16)));
+    let expected: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .map(|r| (r.path.clone(), r.domain.clone(), r.label, r.view))
+        .collect();
+    assert_eq!(keys, expected);
+
+    // A whole batch gives the same keys.
+    let whole = ImageBatches::new([&parts[0]]).next().unwrap().unwrap();
+    let k = ImageKeys::new(&whole).unwrap();
+    assert_eq!(
+        (k.path(2), k.view(2)),
+        (first[2].path.as_str(), first[2].view)
+    );
+
+    // A part of another layout is still refused, naming the file.
+    let other = dir.path().join("other.parquet");
+    write_image_part(&other, 4, EmbeddingDtype::F32, &image_rows(3, 1, 1, 4), &[]).unwrap();
+    let results: Vec<_> = ImageBatches::new([parts[0].clone(), other.clone()])
+        .keys_only()
+        .collect();
+    let err = results.last().unwrap().as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("other.parquet") && err.contains("4-d f32"),
+        "{err}"
+    );
+}
+
+#[test]
 fn reading_a_non_parquet_file_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("bogus.parquet");
