@@ -90,13 +90,15 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Against PyTorch, same threads: embed images/s (BENCH_N=480, BENCH_ARCH=b16|b32), an OfficeHome-sized
-# adip-align run, one student training step (ResNet-18, ViT-S/16), and a 108-run λ sweep of adip-align.
+# adip-align run, one student training step (ResNet-18, ViT-S/16), a 108-run λ sweep of adip-align, and a
+# whole erm-ft run of ResNet-18 on 480 JPEGs (BENCH_STEPS=4, wall seconds and peak RSS of both processes).
 bench:
 	CARGO="$(CARGO)" bash tests/bench/run_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_align_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_step_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_sweep_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_loader_bench.sh
+	CARGO="$(CARGO)" bash tests/bench/run_erm_ft_bench.sh
 
 # Regenerate every committed reference fixture from its pinned Python generator (tests/fixtures/requirements.txt;
 # needs PyPI, never run in CI): the tiny CLIP with transformers' outputs, the student backbones, DomainBed's
