@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
-use super::{Algorithm, Batch, EvalRows, Linear, Metrics, NamedTensor, Overrides, Setup};
+use super::{
+    Algorithm, Batch, EvalRows, Linear, Metrics, NamedTensor, Overrides, PredictsFrom, Setup,
+};
 use crate::objectives::analytic_losses::{adip_loss, matmul_nt, matmul_tn, transpose};
 use vl2v::zeroshot::{argmax, normalise_rows, ZeroShotHead};
 
@@ -108,6 +110,10 @@ impl Algorithm for AdipAlign {
             ("cos_image", f64::from(loss.cos_image)),
             ("cos_text", f64::from(loss.cos_text)),
         ])
+    }
+
+    fn predicts_from(&self) -> PredictsFrom {
+        PredictsFrom::StudentFeatures
     }
 
     fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>> {

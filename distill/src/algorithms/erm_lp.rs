@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{Algorithm, Batch, EvalRows, Linear, Metrics, NamedTensor, Overrides, Setup};
+use super::{
+    Algorithm, Batch, EvalRows, Linear, Metrics, NamedTensor, Overrides, PredictsFrom, Setup,
+};
 use crate::objectives::analytic_losses::cross_entropy;
 
 #[derive(Clone, Debug, Serialize)]
@@ -68,6 +70,10 @@ impl Algorithm for LinearProbe {
         let (loss, grad) = cross_entropy(&logits, batch.labels, self.classifier.outputs)?;
         self.classifier.train_step(batch.student, &grad)?;
         Ok(vec![("loss", f64::from(loss))])
+    }
+
+    fn predicts_from(&self) -> PredictsFrom {
+        PredictsFrom::StudentFeatures
     }
 
     fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>> {

@@ -47,6 +47,16 @@ pub struct EvalRows<'a> {
     pub teacher: &'a [f32],
 }
 
+/// What an algorithm's `predict` reads of an evaluated image besides its number: the student's cached
+/// view-0 features, the teacher's, or neither (the algorithms that load the images). Evaluation gathers only
+/// those (see [`EvalRows`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PredictsFrom {
+    StudentFeatures,
+    TeacherFeatures,
+    Images,
+}
+
 /// Named values returned by `update`; the first is always `loss`.
 pub type Metrics = Vec<(&'static str, f64)>;
 
@@ -98,6 +108,10 @@ pub trait Algorithm: Send {
     fn prefetch(&mut self, _next: &[(usize, usize)]) {}
     /// One optimisation step.
     fn update(&mut self, batch: &Batch) -> Result<Metrics>;
+    /// What `predict` reads: the other fields of [`EvalRows`] are empty.
+    fn predicts_from(&self) -> PredictsFrom {
+        PredictsFrom::Images
+    }
     /// Logits `[n, C]` of evaluation rows.
     fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>>;
     /// The argmax of `predict` for each row (first on ties, `None` for NaN rows); an algorithm may
@@ -160,6 +174,12 @@ impl Entry {
     /// Whether `--student-cache` is required.
     pub fn needs_student(&self) -> bool {
         matches!(self.input, Input::StudentFeatures | Input::StudentImages)
+    }
+
+    /// Whether the algorithm trains, sampling minibatches of cached views (zeroshot and wise-ft only
+    /// evaluate).
+    pub fn trains(&self) -> bool {
+        !matches!(self.name, "zeroshot" | "wise-ft")
     }
 
     /// Whether the algorithm trains a backbone on images.

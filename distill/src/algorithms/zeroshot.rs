@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor, Overrides, Setup};
+use super::{Algorithm, Batch, EvalRows, Metrics, NamedTensor, Overrides, PredictsFrom, Setup};
 use vl2v::zeroshot::ZeroShotHead;
 
 #[derive(Clone, Debug, Serialize)]
@@ -45,6 +45,10 @@ impl Algorithm for ZeroShot {
 
     fn update(&mut self, _batch: &Batch) -> Result<Metrics> {
         bail!("zeroshot does not train")
+    }
+
+    fn predicts_from(&self) -> PredictsFrom {
+        PredictsFrom::TeacherFeatures
     }
 
     fn predict(&self, rows: &EvalRows) -> Result<Vec<f32>> {

@@ -62,11 +62,13 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let cache = TeacherCache::open(&args.cache)?;
+    // Every image's view-0 embedding, on the heap: the table's prototypes and neighbours need all of them.
+    let images = ImageTable::load(&cache.dir, &cache.manifest)?;
     let loaded = started.elapsed();
     let m = &cache.manifest;
     let logit_scale = m.logit_scale.unwrap_or(1.0);
     let table = robustness_table(
-        &cache.images,
+        &images,
         &cache.texts,
         m.dataset.domains.len(),
         logit_scale,
@@ -82,9 +84,9 @@ pub fn run(args: &Args) -> Result<()> {
                 "{} ({}), {} images, {} classes, {}-d embeddings: {}",
                 m.dataset.name,
                 m.encoder.model,
-                cache.images.len(),
+                images.len(),
                 m.dataset.classes.len(),
-                cache.images.dim(),
+                images.dim(),
                 cache.dir.display()
             ),
         )

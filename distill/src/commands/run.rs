@@ -11,7 +11,7 @@ use crate::algorithms::{self, official_scripts, BackboneSetup, Input, Overrides,
 use crate::data::cache_tables::{open_manifest, TeacherCache};
 use crate::data::cutmix::Settings as CutMixSettings;
 use crate::data::online::{Online, OnlineEncoder};
-use crate::data::{DomainSplits, ViewTable};
+use crate::data::{DomainSplits, Reads, ViewTable};
 use crate::prompt_styles;
 use crate::training::backbone_from_caches::{backbone_setup, first_stage};
 use crate::training::evaluate::EvalSet;
@@ -377,6 +377,7 @@ struct Experiment<'a> {
 
 impl<'a> Experiment<'a> {
     fn open(args: &'a Args, entry: &'a algorithms::Entry) -> Result<Self> {
+        let started = std::time::Instant::now();
         let teacher = TeacherCache::open(&args.cache)?;
         let m = &teacher.manifest;
         ensure!(
@@ -407,17 +408,24 @@ impl<'a> Experiment<'a> {
             );
         }
         let paths = teacher.images.paths();
-        let teacher_views = ViewTable::load(&args.cache, m, paths, views, "teacher")?;
+        // Training from the cache samples every view; otherwise only evaluation reads them (view 0).
+        let reads = if args.teacher == TeacherMode::Cache && entry.trains() {
+            Reads::Sampled
+        } else {
+            Reads::View0
+        };
+        let teacher_views = ViewTable::load(&args.cache, m, paths, views, "teacher", reads)?;
         let student_manifest = match (&args.student_cache, entry.needs_student()) {
             (Some(dir), true) => Some(open_manifest(dir)?),
             _ => None,
         };
         let student = match (&args.student_cache, &student_manifest, entry.input) {
             (Some(dir), Some(sm), Input::StudentFeatures) => {
-                Some(ViewTable::load(dir, sm, paths, views, "student")?)
+                Some(ViewTable::load(dir, sm, paths, views, "student", reads)?)
             }
             _ => None,
         };
+        eprintln!("caches opened in {:.2} s", started.elapsed().as_secs_f64());
         // The official script's settings for this student and stage, where the official code has one.
         let student_name = student_manifest
             .as_ref()
@@ -727,11 +735,6 @@ impl<'a> Experiment<'a> {
                     key: format!("env{d}_{split}_acc"),
                     test_split,
                     images: images.to_vec(),
-                    student: self
-                        .student
-                        .as_ref()
-                        .map_or_else(Vec::new, |s| s.gather_view0(images)),
-                    teacher: self.teacher_views.gather_view0(images),
                     labels: images.iter().map(|&i| labels[i]).collect(),
                 });
             }

@@ -1,12 +1,15 @@
 //! A cache written by `embed`, loaded into memory for analysis and training.
 //!
-//! - [`ImageTable`]: the evaluation view (view 0) of every image as one contiguous row-major `[N, D]` f32
-//!   matrix, with each row's domain index (into the manifest's domain list), label and path. Parts are
-//!   streamed one record batch at a time, so the peak memory is the `N × D` matrix plus one batch.
+//! - [`ImageIndex`]: every image of a cache (its view-0 row) in cache order: domain index (into the
+//!   manifest's domain list), label and path, read from the parts' key columns alone (no embedding is read:
+//!   `distill run` reads them from the view files, see [`super::ViewTable`]).
+//! - [`ImageTable`]: the index with the evaluation view (view 0) of every image as one contiguous row-major
+//!   `[N, D]` f32 matrix (what `distill analyze` computes on). Parts are streamed one record batch at a
+//!   time, so the peak memory is the `N × D` matrix plus one batch.
 //! - [`ClassTexts`]: a teacher's class-text embeddings, one `[C, D]` matrix (row = label) per template and,
 //!   for `{domain}` templates, per domain.
-//! - [`TeacherCache`]: both, with the manifest, after checking that the directory is a complete teacher
-//!   cache.
+//! - [`TeacherCache`]: the index and the texts, with the manifest, after checking that the directory is a
+//!   complete teacher cache.
 //!
 //! Every embedding dimension is checked against the manifest's `encoder.embedding_dim`; a mismatch, an
 //! unknown domain or an out-of-range label is an error that names the file.
@@ -16,19 +19,172 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Result};
 use vl2v::cache::{
-    image_rows_from_batch, read_texts, EncoderRole, ImageBatches, ImageRow, Manifest, TextRow,
-    TEXTS_FILE,
+    image_rows_from_batch, read_texts, EncoderRole, ImageBatches, ImageKeys, ImageRow, Manifest,
+    TextRow, TEXTS_FILE,
 };
+
+/// Every image of a cache (its view-0 row), in cache order (part order, then row order).
+#[derive(Clone, Debug)]
+pub struct ImageIndex {
+    domains: Vec<usize>,
+    labels: Vec<usize>,
+    paths: Vec<String>,
+}
+
+impl ImageIndex {
+    /// An index from its columns, one entry per image.
+    pub fn new(domains: Vec<usize>, labels: Vec<usize>, paths: Vec<String>) -> Result<Self> {
+        ensure!(
+            domains.len() == labels.len() && paths.len() == labels.len(),
+            "image index columns disagree: {} labels, {} domains, {} paths",
+            labels.len(),
+            domains.len(),
+            paths.len()
+        );
+        Ok(ImageIndex {
+            domains,
+            labels,
+            paths,
+        })
+    }
+
+    /// Reads the key columns of every part listed in `manifest` (parts relative to `dir`) and keeps the
+    /// view-0 rows: the embeddings are neither read nor decoded.
+    pub fn load(dir: &Path, manifest: &Manifest) -> Result<Self> {
+        let keys = KeyCheck::new(manifest);
+        let dim = manifest.encoder.embedding_dim;
+        let mut index = ImageIndex::with_capacity(manifest);
+        for part in &manifest.parts {
+            let path = dir.join(part);
+            let mut batches = ImageBatches::new([&path]).keys_only();
+            while let Some(batch) = batches.next() {
+                let batch = batch?;
+                check_dim(&path, &batches, dim)?;
+                let rows = ImageKeys::new(&batch)?;
+                for i in (0..rows.len()).filter(|&i| rows.view(i) == 0) {
+                    let (domain, label) =
+                        keys.check(&path, rows.path(i), rows.domain(i), rows.label(i))?;
+                    index.push(domain, label, rows.path(i).to_string());
+                }
+            }
+        }
+        index.check_count(dir, manifest)?;
+        Ok(index)
+    }
+
+    fn with_capacity(manifest: &Manifest) -> Self {
+        let n = usize::try_from(manifest.counts.images).unwrap_or(0);
+        ImageIndex {
+            domains: Vec::with_capacity(n),
+            labels: Vec::with_capacity(n),
+            paths: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, domain: usize, label: usize, path: String) {
+        self.domains.push(domain);
+        self.labels.push(label);
+        self.paths.push(path);
+    }
+
+    fn check_count(&self, dir: &Path, manifest: &Manifest) -> Result<()> {
+        let expected = usize::try_from(manifest.counts.images).unwrap_or(usize::MAX);
+        ensure!(
+            self.len() == expected,
+            "{}: manifest.json counts {expected} images but its parts hold {} evaluation-view rows \
+             (rerun embed with --force to rebuild the cache)",
+            dir.display(),
+            self.len()
+        );
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Domain index of every image (into the manifest's domain list).
+    pub fn domains(&self) -> &[usize] {
+        &self.domains
+    }
+
+    /// Label of every image.
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    /// Path of every image, relative to the dataset root (the join key with other caches, with the view).
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// Indices of the images whose domain satisfies `keep`, in index order.
+    pub fn rows_where(&self, keep: impl Fn(usize) -> bool) -> Vec<usize> {
+        (0..self.len()).filter(|&i| keep(self.domains[i])).collect()
+    }
+}
+
+/// The checks of an image row's keys against the manifest.
+struct KeyCheck<'m> {
+    domain_index: HashMap<&'m str, usize>,
+    classes: usize,
+}
+
+impl<'m> KeyCheck<'m> {
+    fn new(manifest: &'m Manifest) -> Self {
+        KeyCheck {
+            domain_index: manifest
+                .dataset
+                .domains
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.as_str(), i))
+                .collect(),
+            classes: manifest.dataset.classes.len(),
+        }
+    }
+
+    /// The domain index and label of the row of image `image` read from `part`.
+    fn check(&self, part: &Path, image: &str, domain: &str, label: i32) -> Result<(usize, usize)> {
+        let Some(&domain_index) = self.domain_index.get(domain) else {
+            bail!(
+                "{}: image {image} has domain '{domain}', which is not in manifest.json's domains",
+                part.display()
+            );
+        };
+        let classes = self.classes;
+        let Some(label) = usize::try_from(label).ok().filter(|&l| l < classes) else {
+            bail!(
+                "{}: image {image} has label {label}, but manifest.json lists {classes} classes",
+                part.display()
+            );
+        };
+        Ok((domain_index, label))
+    }
+}
+
+/// Checks the embedding size of the part being read against the manifest's.
+fn check_dim(path: &Path, batches: &ImageBatches, dim: usize) -> Result<()> {
+    if let Some((found, _)) = batches.layout() {
+        ensure!(
+            found == dim,
+            "{}: embeddings are {found}-d but manifest.json says {dim}-d",
+            path.display()
+        );
+    }
+    Ok(())
+}
 
 /// The evaluation view of every image of a cache, rows in cache order (part order, then row order).
 #[derive(Clone, Debug)]
 pub struct ImageTable {
+    index: ImageIndex,
     dim: usize,
     embeddings: Vec<f32>,
-    domains: Vec<usize>,
-    labels: Vec<usize>,
-    #[allow(dead_code)] // the join key with student caches, for the training code
-    paths: Vec<String>,
 }
 
 impl ImageTable {
@@ -43,79 +199,48 @@ impl ImageTable {
         let n = labels.len();
         ensure!(dim > 0, "embedding dimension must be positive");
         ensure!(
-            embeddings.len() == n * dim && domains.len() == n && paths.len() == n,
-            "image table columns disagree: {} embedding values for {n} rows of {dim}, {} domains, {} paths",
+            embeddings.len() == n * dim,
+            "image table columns disagree: {} embedding values for {n} rows of {dim}",
             embeddings.len(),
-            domains.len(),
-            paths.len()
         );
         Ok(ImageTable {
+            index: ImageIndex::new(domains, labels, paths)?,
             dim,
             embeddings,
-            domains,
-            labels,
-            paths,
         })
     }
 
-    /// Reads the view-0 rows of every part listed in `manifest` (parts relative to `dir`).
+    /// Reads the view-0 rows of every part listed in `manifest` (parts relative to `dir`), embeddings
+    /// included.
     pub fn load(dir: &Path, manifest: &Manifest) -> Result<Self> {
+        let keys = KeyCheck::new(manifest);
         let dim = manifest.encoder.embedding_dim;
-        let classes = manifest.dataset.classes.len();
-        let domain_index: HashMap<&str, usize> = manifest
-            .dataset
-            .domains
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.as_str(), i))
-            .collect();
-        let expected = usize::try_from(manifest.counts.images).unwrap_or(usize::MAX);
-        let mut embeddings = Vec::with_capacity(expected.saturating_mul(dim));
-        let (mut domains, mut labels, mut paths) = (Vec::new(), Vec::new(), Vec::new());
-
+        let mut index = ImageIndex::with_capacity(manifest);
+        let mut embeddings = Vec::with_capacity(index.labels.capacity().saturating_mul(dim));
         for_each_row(dir, manifest, |path, row| {
             if row.view != 0 {
                 return Ok(());
             }
-            let Some(&domain) = domain_index.get(row.domain.as_str()) else {
-                bail!(
-                    "{}: image {} has domain '{}', which is not in manifest.json's domains",
-                    path.display(),
-                    row.path,
-                    row.domain
-                );
-            };
-            let label = usize::try_from(row.label).ok().filter(|&l| l < classes);
-            let Some(label) = label else {
-                bail!(
-                    "{}: image {} has label {}, but manifest.json lists {classes} classes",
-                    path.display(),
-                    row.path,
-                    row.label
-                );
-            };
+            let (domain, label) = keys.check(path, &row.path, &row.domain, row.label)?;
             embeddings.extend_from_slice(&row.embedding);
-            domains.push(domain);
-            labels.push(label);
-            paths.push(row.path);
+            index.push(domain, label, row.path);
             Ok(())
         })?;
-        ensure!(
-            labels.len() == expected,
-            "{}: manifest.json counts {expected} images but its parts hold {} evaluation-view rows \
-             (rerun embed with --force to rebuild the cache)",
-            dir.display(),
-            labels.len()
-        );
+        index.check_count(dir, manifest)?;
+        let ImageIndex {
+            domains,
+            labels,
+            paths,
+        } = index;
         ImageTable::new(dim, embeddings, domains, labels, paths)
     }
 
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.index.is_empty()
     }
 
     pub fn dim(&self) -> usize {
@@ -123,7 +248,7 @@ impl ImageTable {
     }
 
     /// The whole `[N, D]` matrix, row-major.
-    #[allow(dead_code)] // API for the training code
+    #[allow(dead_code)] // API for tests and analyses
     pub fn embeddings(&self) -> &[f32] {
         &self.embeddings
     }
@@ -133,25 +258,25 @@ impl ImageTable {
     }
 
     /// Domain index of every row (into the manifest's domain list).
-    #[allow(dead_code)] // API for the training code
+    #[allow(dead_code)] // API for tests and analyses
     pub fn domains(&self) -> &[usize] {
-        &self.domains
+        self.index.domains()
     }
 
     /// Label of every row.
     pub fn labels(&self) -> &[usize] {
-        &self.labels
+        self.index.labels()
     }
 
-    /// Path of every row, relative to the dataset root (the join key with other caches, with the view).
-    #[allow(dead_code)] // API for the training code
+    /// Path of every row, relative to the dataset root.
+    #[allow(dead_code)] // API for tests and analyses
     pub fn paths(&self) -> &[String] {
-        &self.paths
+        self.index.paths()
     }
 
     /// Indices of the rows whose domain satisfies `keep`, in table order.
     pub fn rows_where(&self, keep: impl Fn(usize) -> bool) -> Vec<usize> {
-        (0..self.len()).filter(|&i| keep(self.domains[i])).collect()
+        self.index.rows_where(keep)
     }
 
     /// The embeddings of `rows`, in that order, as a new row-major `[rows.len(), D]` matrix.
@@ -288,12 +413,13 @@ impl ClassTexts {
     }
 }
 
-/// A complete teacher cache in memory.
+/// A complete teacher cache: its manifest, images (without embeddings: [`ImageTable::load`] or the view
+/// files read those) and class texts.
 #[derive(Clone, Debug)]
 pub struct TeacherCache {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    pub images: ImageTable,
+    pub images: ImageIndex,
     pub texts: ClassTexts,
 }
 
@@ -317,7 +443,7 @@ impl TeacherCache {
         }
         let rows = read_texts(&texts_path)?;
         let texts = ClassTexts::from_rows(&texts_path, &rows, &manifest)?;
-        let images = ImageTable::load(dir, &manifest)?;
+        let images = ImageIndex::load(dir, &manifest)?;
         Ok(TeacherCache {
             dir: dir.to_path_buf(),
             manifest,
@@ -359,13 +485,7 @@ pub fn for_each_row(
         let mut batches = ImageBatches::new([&path]);
         while let Some(batch) = batches.next() {
             let batch = batch?;
-            if let Some((found, _)) = batches.layout() {
-                ensure!(
-                    found == dim,
-                    "{}: embeddings are {found}-d but manifest.json says {dim}-d",
-                    path.display()
-                );
-            }
+            check_dim(&path, &batches, dim)?;
             for row in image_rows_from_batch(&batch)? {
                 f(&path, row)?;
             }

@@ -18,6 +18,7 @@ use anyhow::{ensure, Result};
 use vl2v::rng::SplitMix64;
 use vl2v::splits::domainbed_split;
 
+pub use view_file::Reads;
 pub use view_table::ViewTable;
 
 /// DomainBed's in/out split of every domain, as image numbers (indices into the cache's image list).

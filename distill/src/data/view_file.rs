@@ -29,8 +29,10 @@ pub const DIR: &str = "distill";
 /// Bytes before the values: a page, so that the mapped values are aligned for f32 and f16.
 pub const HEADER_BYTES: usize = 4096;
 const MAGIC: &[u8; 8] = b"VL2VVIEW";
-/// Tables up to this size are read ahead whole when mapped.
+/// Tables up to this size are read ahead whole when mapped for [`Reads::Sampled`].
 const WILL_NEED_BYTES: usize = 2 << 30;
+/// The page size assumed for access advice.
+const PAGE_BYTES: usize = 4096;
 /// The lock file serialising builds in `<cache>/distill` (parallel runs on one cache build a table once).
 pub const LOCK_FILE: &str = ".lock";
 /// Values written per `pwrite` at most (consecutive rows are coalesced).
@@ -132,6 +134,20 @@ pub fn file_path(dir: &Path, key: &Key) -> PathBuf {
     dir.join(DIR).join(key.file_name())
 }
 
+/// How a run reads a table, which decides what the kernel is told about the mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Minibatches of every view of the training images (a run that trains from the cache): nearly every
+    /// page is touched, so a table up to [`WILL_NEED_BYTES`] is read ahead whole (a cold start costs one
+    /// sequential read); rows of a larger one are fetched as minibatches touch them, without read-ahead,
+    /// which would only evict useful pages.
+    Sampled,
+    /// View 0 of the evaluated images alone (zero-shot, or a run whose teacher is online): nothing is read
+    /// ahead whole. Where one image's views span two pages or more, view-0 rows are fetched alone (random
+    /// access); otherwise the kernel's default read-around serves the neighbouring rows too.
+    View0,
+}
+
 /// A table's values, mapped read-only.
 #[derive(Debug)]
 pub struct Mapped {
@@ -156,15 +172,18 @@ impl Mapped {
             map.len(),
             HEADER_BYTES + layout.value_bytes()
         );
-        // A small table is read ahead whole (a cold start costs one sequential read); minibatches of a large
-        // one touch rows at random, where read-ahead would only evict useful pages.
-        #[cfg(unix)]
-        let _ = map.advise(if map.len() <= WILL_NEED_BYTES {
-            memmap2::Advice::WillNeed
-        } else {
-            memmap2::Advice::Random
-        });
         Ok(Mapped { map, layout })
+    }
+
+    /// Tells the kernel how `reads` will touch the table (see [`Reads`]); advice only, so failures are
+    /// ignored.
+    pub fn advise(&self, reads: Reads) {
+        #[cfg(unix)]
+        if let Some(advice) = advice(reads, self.layout, self.map.len()) {
+            let _ = self.map.advise(advice);
+        }
+        #[cfg(not(unix))]
+        let _ = reads;
     }
 
     pub fn values(&self) -> Values<'_> {
@@ -182,6 +201,19 @@ impl Mapped {
                 }
             }
         }
+    }
+}
+
+/// The advice for a table of `layout` mapped as `bytes` bytes that is read as `reads` says; `None`: the
+/// kernel's default (read-around near each fault).
+#[cfg(unix)]
+fn advice(reads: Reads, layout: Layout, bytes: usize) -> Option<memmap2::Advice> {
+    let image_bytes = layout.views * layout.row_bytes();
+    match reads {
+        Reads::Sampled if bytes <= WILL_NEED_BYTES => Some(memmap2::Advice::WillNeed),
+        Reads::Sampled => Some(memmap2::Advice::Random),
+        Reads::View0 if image_bytes >= 2 * PAGE_BYTES => Some(memmap2::Advice::Random),
+        Reads::View0 => None,
     }
 }
 
@@ -410,5 +442,47 @@ fn remove_stale(dir: &Path, key: &Key) {
         if name.starts_with("views-") && name.ends_with(".bin") && !name.starts_with(&current) {
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use memmap2::Advice;
+
+    #[test]
+    fn advice_follows_how_the_table_is_read() {
+        let layout = |views, dim| Layout {
+            images: 1000,
+            views,
+            dim,
+            dtype: EmbeddingDtype::F16,
+        };
+        let gib = 1usize << 30;
+        // Training reads every view: small tables are read ahead whole, larger ones not at all.
+        assert_eq!(
+            advice(Reads::Sampled, layout(9, 512), gib),
+            Some(Advice::WillNeed)
+        );
+        assert_eq!(
+            advice(Reads::Sampled, layout(2, 512), 2 * gib),
+            Some(Advice::WillNeed)
+        );
+        assert_eq!(
+            advice(Reads::Sampled, layout(2, 512), 2 * gib + 1),
+            Some(Advice::Random)
+        );
+        // Evaluation reads view 0: 9 views of 512 f16 values span 9 KiB, so view-0 rows are fetched alone;
+        // 2 views span 2 KiB, where read-around fetches rows evaluation reads too.
+        assert_eq!(
+            advice(Reads::View0, layout(9, 512), 1000),
+            Some(Advice::Random)
+        );
+        assert_eq!(
+            advice(Reads::View0, layout(4, 1024), 1000),
+            Some(Advice::Random)
+        );
+        assert_eq!(advice(Reads::View0, layout(2, 512), 1000), None);
+        assert_eq!(advice(Reads::View0, layout(2, 768), 1000), None);
     }
 }

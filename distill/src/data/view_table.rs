@@ -8,7 +8,7 @@ use anyhow::{bail, ensure, Result};
 use half::slice::HalfFloatSliceExt;
 use vl2v::cache::Manifest;
 
-use super::view_file::{self, Key, Layout, Mapped, Values, Writer};
+use super::view_file::{self, Key, Layout, Mapped, Reads, Values, Writer};
 use crate::data::cache_tables::for_each_row;
 
 /// Every view (0..=K) of every image of a cache as one row-major `[N, K+1, D]` matrix: memory-mapped from
@@ -34,13 +34,15 @@ impl ViewTable {
     /// other image; `what` names the cache in errors ("teacher", "student").
     ///
     /// The table is built once into `<dir>/distill/views-….bin` and mapped from there by later loads of the
-    /// same cache content in the same image order (the checks ran when it was built).
+    /// same cache content in the same image order (the checks ran when it was built); `reads` says how the
+    /// run will read it (what the kernel is advised, see [`Reads`]).
     pub fn load(
         dir: &Path,
         manifest: &Manifest,
         paths: &[String],
         views: usize,
         what: &str,
+        reads: Reads,
     ) -> Result<Self> {
         let dim = manifest.encoder.embedding_dim;
         let cache_views = manifest.views.count as usize + 1;
@@ -70,6 +72,7 @@ impl ViewTable {
                 }
             }
         };
+        mapped.advise(reads);
         Ok(ViewTable {
             dim,
             views,
@@ -128,11 +131,17 @@ impl ViewTable {
     }
 
     /// View 0 of `images`, as a contiguous `[n, dim]` matrix.
+    #[cfg(test)]
     pub fn gather_view0(&self, images: &[usize]) -> Vec<f32> {
-        let picks: Vec<(usize, usize)> = images.iter().map(|&i| (i, 0)).collect();
         let mut out = Vec::with_capacity(images.len() * self.dim);
-        self.gather_into(&picks, &mut out);
+        self.gather_view0_into(images, &mut out);
         out
+    }
+
+    /// View 0 of `images` into `out` (cleared first), as a contiguous `[n, dim]` f32 matrix.
+    pub fn gather_view0_into(&self, images: &[usize], out: &mut Vec<f32>) {
+        let picks: Vec<(usize, usize)> = images.iter().map(|&i| (i, 0)).collect();
+        self.gather_into(&picks, out);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::algorithms::{Algorithm, Batch};
 use crate::data::cutmix::{CutMix, Settings as CutMixSettings};
 use crate::data::online::{fresh_views, Online};
 use crate::data::{Sampler, ViewTable};
-use crate::training::evaluate::{evaluate, select, EvalSet};
+use crate::training::evaluate::{evaluate, select, EvalSet, EvalTables};
 use crate::training::run_dir::{
     self, load_tensors, save_tensors, CHECKPOINT, DONE, MODEL, MODEL_SWAD,
 };
@@ -44,7 +44,8 @@ pub struct RunData<'a> {
     pub online: Option<&'a Online>,
     /// The in split of each training domain (what is sampled from), in domain order.
     pub pools: Vec<Vec<usize>>,
-    /// The evaluated splits.
+    /// The evaluated splits (their view-0 features are read from `student` and `teacher` at each
+    /// evaluation).
     pub eval: Vec<EvalSet>,
     pub classes: usize,
 }
@@ -548,7 +549,11 @@ fn eval_record(
     config: &RunConfig,
     step: usize,
 ) -> Result<(Map<String, Value>, f64, f64)> {
-    let results = evaluate(algorithm, &data.eval, data.classes)?;
+    let tables = EvalTables {
+        student: data.student,
+        teacher: data.teacher,
+    };
+    let results = evaluate(algorithm, &data.eval, tables, data.classes)?;
     let mut record = Map::new();
     record.insert("args".into(), config.args.clone());
     record.insert("hparams".into(), algorithm.hparams());

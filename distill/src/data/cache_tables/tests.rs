@@ -146,14 +146,24 @@ fn loads_view_zero_rows_and_text_sets() {
     let tmp = tempfile::tempdir().unwrap();
     let expected = write_cache(tmp.path(), 5, 4, 2, 3);
     let cache = TeacherCache::open(tmp.path()).unwrap();
-    let images = &cache.images;
+    let index = &cache.images;
+    assert_eq!(index.len(), 24);
+    for (i, row) in expected.iter().enumerate() {
+        assert_eq!(index.paths()[i], row.path);
+        assert_eq!(index.labels()[i] as i32, row.label);
+        assert_eq!(DOMAINS[index.domains()[i]], row.domain);
+    }
+    assert_eq!(index.rows_where(|d| d == 1), (12..24).collect::<Vec<_>>());
+
+    // With the embeddings: the same images in the same order.
+    let images = ImageTable::load(tmp.path(), &cache.manifest).unwrap();
     assert_eq!((images.len(), images.dim()), (24, 5));
     for (i, row) in expected.iter().enumerate() {
         assert_eq!(images.row(i), row.embedding.as_slice());
-        assert_eq!(images.paths()[i], row.path);
-        assert_eq!(images.labels()[i] as i32, row.label);
-        assert_eq!(DOMAINS[images.domains()[i]], row.domain);
     }
+    assert_eq!(images.paths(), index.paths());
+    assert_eq!(images.labels(), index.labels());
+    assert_eq!(images.domains(), index.domains());
     assert_eq!(images.embeddings().len(), 24 * 5);
     assert_eq!(images.rows_where(|d| d == 1), (12..24).collect::<Vec<_>>());
     assert_eq!(images.gather(&[3, 0])[..5], *images.row(3));
@@ -176,15 +186,16 @@ fn dimension_mismatches_name_the_file() {
     let mut m = Manifest::read(tmp.path()).unwrap();
 
     m.encoder.embedding_dim = 6;
-    let err = ImageTable::load(tmp.path(), &m).unwrap_err().to_string();
     let part = tmp.path().join("images/part-00000.parquet");
-    assert_eq!(
-        err,
-        format!(
-            "{}: embeddings are 5-d but manifest.json says 6-d",
-            part.display()
-        )
+    let expected = format!(
+        "{}: embeddings are 5-d but manifest.json says 6-d",
+        part.display()
     );
+    let err = ImageTable::load(tmp.path(), &m).unwrap_err().to_string();
+    assert_eq!(err, expected);
+    // Reading the key columns alone still checks the embeddings' size, from the part's schema.
+    let err = ImageIndex::load(tmp.path(), &m).unwrap_err().to_string();
+    assert_eq!(err, expected);
     let texts = tmp.path().join(TEXTS_FILE);
     let err = ClassTexts::from_rows(&texts, &text_rows(5), &m)
         .unwrap_err()
@@ -201,8 +212,15 @@ fn inconsistent_caches_are_refused() {
     write_cache(tmp.path(), 4, 2, 1, 2);
     let mut m = Manifest::read(tmp.path()).unwrap();
 
+    let part1 = tmp.path().join("images/part-00001.parquet");
+    let errors = |m: &Manifest| {
+        let table = ImageTable::load(tmp.path(), m).unwrap_err().to_string();
+        let index = ImageIndex::load(tmp.path(), m).unwrap_err().to_string();
+        assert_eq!(table, index, "both loaders check the same");
+        table
+    };
     m.counts.images += 1;
-    let err = ImageTable::load(tmp.path(), &m).unwrap_err().to_string();
+    let err = errors(&m);
     assert!(
         err.contains("counts 13 images but its parts hold 12"),
         "{err}"
@@ -210,9 +228,22 @@ fn inconsistent_caches_are_refused() {
     m.counts.images -= 1;
 
     m.dataset.domains = vec!["art".into()];
-    let err = ImageTable::load(tmp.path(), &m).unwrap_err().to_string();
+    assert_eq!(
+        errors(&m),
+        format!(
+            "{}: image photo/cat/0.png has domain 'photo', which is not in manifest.json's domains",
+            part1.display()
+        )
+    );
+    m.dataset.domains = DOMAINS.map(String::from).to_vec();
+
+    m.dataset.classes.pop();
+    let err = errors(&m);
     assert!(
-        err.contains("domain 'photo', which is not in manifest.json"),
+        err.starts_with(&format!(
+            "{}: image ",
+            tmp.path().join("images/part-00000.parquet").display()
+        )) && err.ends_with("has label 2, but manifest.json lists 2 classes"),
         "{err}"
     );
 

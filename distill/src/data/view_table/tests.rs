@@ -193,7 +193,7 @@ fn tables_are_built_once_reused_and_rebuilt_when_the_cache_changes() {
         }
         let order = paths(images);
 
-        let table = ViewTable::load(dir, &m, &order, views, "student").unwrap();
+        let table = ViewTable::load(dir, &m, &order, views, "student", Reads::Sampled).unwrap();
         assert_eq!((table.dim(), table.views()), (DIM, views));
         assert_matches(&table, &order, &parquet);
         let files = distill_files(dir);
@@ -208,21 +208,21 @@ fn tables_are_built_once_reused_and_rebuilt_when_the_cache_changes() {
         let built = identity(&file);
 
         // A second load maps the same file: not rewritten.
-        let again = ViewTable::load(dir, &m, &order, views, "student").unwrap();
+        let again = ViewTable::load(dir, &m, &order, views, "student", Reads::Sampled).unwrap();
         assert_matches(&again, &order, &parquet);
         assert_eq!(distill_files(dir), files);
         assert_eq!(identity(&file), built, "{dtype:?}: the file was rebuilt");
 
         // Another image order is another file; the first stays.
         let reversed: Vec<String> = order.iter().rev().cloned().collect();
-        let other = ViewTable::load(dir, &m, &reversed, views, "student").unwrap();
+        let other = ViewTable::load(dir, &m, &reversed, views, "student", Reads::Sampled).unwrap();
         assert_matches(&other, &reversed, &parquet);
         assert_eq!(distill_files(dir).len(), 2);
 
         // A re-embedded cache (another `finished`) gets a new file; the old ones go.
         m.finished = "2025-01-02T00:00:00Z".into();
         m.write(dir).unwrap();
-        let rebuilt = ViewTable::load(dir, &m, &order, views, "student").unwrap();
+        let rebuilt = ViewTable::load(dir, &m, &order, views, "student", Reads::Sampled).unwrap();
         assert_matches(&rebuilt, &order, &parquet);
         let now = distill_files(dir);
         assert_eq!(now.len(), 1, "{now:?}");
@@ -237,7 +237,7 @@ fn a_rewritten_part_is_read_again() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let m = write_cache(dir, EmbeddingDtype::F32, 4, 1, &all_rows(4, 2));
-    ViewTable::load(dir, &m, &paths(4), 2, "teacher").unwrap();
+    ViewTable::load(dir, &m, &paths(4), 2, "teacher", Reads::View0).unwrap();
     // Same manifest, but part 0 now lacks a row (its size changes).
     let mut rows = all_rows(4, 2);
     rows.remove(1);
@@ -249,7 +249,7 @@ fn a_rewritten_part_is_read_again() {
         &[],
     )
     .unwrap();
-    let err = ViewTable::load(dir, &m, &paths(4), 2, "teacher").unwrap_err();
+    let err = ViewTable::load(dir, &m, &paths(4), 2, "teacher", Reads::View0).unwrap_err();
     assert!(err.to_string().contains("lacks image"), "{err}");
 }
 
@@ -259,7 +259,7 @@ fn inconsistent_caches_keep_their_errors_and_leave_no_file() {
     let dir = tmp.path();
     let order = paths(5);
     let load = |m: &Manifest, order: &[String], views: usize| {
-        ViewTable::load(dir, m, order, views, "student")
+        ViewTable::load(dir, m, order, views, "student", Reads::Sampled)
             .unwrap_err()
             .to_string()
     };
@@ -327,7 +327,7 @@ fn an_unwritable_cache_directory_builds_in_a_temporary_file() {
     let m = write_cache(dir, EmbeddingDtype::F16, 3, 1, &all_rows(3, 2));
     // `<cache>/distill` is a file: the directory cannot be made, whoever runs the test.
     std::fs::write(dir.join(view_file::DIR), b"in the way").unwrap();
-    let table = ViewTable::load(dir, &m, &paths(3), 2, "teacher").unwrap();
+    let table = ViewTable::load(dir, &m, &paths(3), 2, "teacher", Reads::View0).unwrap();
     assert_matches(&table, &paths(3), &parquet_values(dir, &m));
     assert_eq!(
         std::fs::read(dir.join(view_file::DIR)).unwrap(),
@@ -343,7 +343,9 @@ fn parallel_loads_build_one_file() {
     let parquet = parquet_values(dir, &m);
     std::thread::scope(|s| {
         let loads: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| ViewTable::load(dir, &m, &paths(6), 2, "teacher").unwrap()))
+            .map(|_| {
+                s.spawn(|| ViewTable::load(dir, &m, &paths(6), 2, "teacher", Reads::View0).unwrap())
+            })
             .collect();
         for load in loads {
             assert_matches(&load.join().unwrap(), &paths(6), &parquet);

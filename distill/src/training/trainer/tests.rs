@@ -60,8 +60,6 @@ fn run_data<'a>(s: &'a Synthetic, n_domains: usize, classes: usize) -> RunData<'
             key,
             test_split,
             images: images.to_vec(),
-            student: s.student.gather_view0(images),
-            teacher: s.teacher.gather_view0(images),
             labels: images.iter().map(|&i| s.labels[i]).collect(),
         })
     };
