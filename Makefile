@@ -99,6 +99,7 @@ bench:
 	CARGO="$(CARGO)" bash tests/bench/run_sweep_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_loader_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_erm_ft_bench.sh
+	CARGO="$(CARGO)" bash tests/bench/run_cache_scale_bench.sh
 
 # Regenerate every committed reference fixture from its pinned Python generator (tests/fixtures/requirements.txt;
 # needs PyPI, never run in CI): the tiny CLIP with transformers' outputs, the student backbones, DomainBed's
