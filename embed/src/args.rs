@@ -100,8 +100,8 @@ pub struct Args {
     /// The models' products (matrix products, convolutions): fp32 (the official code's); tf32 (a GPU's
     /// TensorFloat-32 tensor cores: inputs rounded to a 10-bit mantissa, f32 accumulation; no effect on the
     /// CPU); bf16 (bf16 operands and results, f32 sums, everything else f32: PyTorch's bf16 autocast for
-    /// products; fast on a GPU's tensor cores, computed but not faster on the CPU). Recorded in the
-    /// manifest's computed_on.
+    /// products; fast on a GPU's tensor cores; on the CPU the same roundings, several times slower).
+    /// Recorded in the manifest's computed_on.
     #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
     pub precision: vl2v::model::Precision,
 

@@ -136,7 +136,7 @@ fn prepare(args: &Args) -> Result<Job> {
         "device: {} (--device {}), precision {}",
         device_name(&device),
         args.device,
-        args.precision.name()
+        args.precision.on(&device)
     );
     let encoder = match args.encoder {
         EncoderKind::Teacher => Encoder::Teacher(Box::new(ClipTeacher::load(&files, &device)?)),

@@ -137,7 +137,8 @@ pub struct Args {
     /// code's); tf32 (a GPU's TensorFloat-32 tensor cores: inputs rounded to a 10-bit mantissa, f32
     /// accumulation; no effect on the CPU); bf16 (bf16 operands and results, f32 sums; parameters, Adam,
     /// norms, softmax and losses stay f32: PyTorch's bf16 autocast for products; fast on a GPU's tensor
-    /// cores, computed but not faster on the CPU). Recorded with the device in every results.jsonl line.
+    /// cores; on the CPU the same roundings, several times slower than fp32). Recorded with the device in
+    /// every results.jsonl line.
     #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<vl2v::model::Precision>())]
     pub precision: vl2v::model::Precision,
 
@@ -451,7 +452,7 @@ impl<'a> Experiment<'a> {
                 "device: {} (--device {}), precision {}",
                 vl2v::model::device_name(&device),
                 args.device,
-                args.precision.name()
+                args.precision.on(&device)
             );
             let mut setup = backbone_setup(
                 entry.input,
@@ -491,7 +492,7 @@ impl<'a> Experiment<'a> {
                             "device: {} (--device {}), precision {}",
                             vl2v::model::device_name(&device),
                             args.device,
-                            args.precision.name()
+                            args.precision.on(&device)
                         );
                         device
                     }

@@ -48,7 +48,7 @@ pub fn cuda_device_count() -> usize {
 /// (inputs rounded to a 10-bit mantissa, f32 accumulation; what PyTorch's `allow_tf32` enables); it changes
 /// nothing on the CPU. `bf16`: every product of the models on bf16 operands with f32 sums and a bf16
 /// result (`kernel_path::product`; PyTorch's bf16 autocast, for products only), on any device (the CPU
-/// computes the same roundings, no faster). Parameters, optimiser states, activations between products,
+/// computes the same roundings, slower). Parameters, optimiser states, activations between products,
 /// losses and caches stay f32 in all three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
@@ -75,6 +75,19 @@ impl Precision {
             Precision::Fp32 => "fp32",
             Precision::Tf32 => "tf32",
             Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The name, and what it means on `device` where a user would not expect it: bf16 on the CPU computes
+    /// bf16's roundings around f32 products (without the fused CPU kernels: several times slower than fp32,
+    /// with more memory), which is for checking what bf16 changes, not for speed.
+    pub fn on(self, device: &Device) -> String {
+        match (self, device.is_cpu()) {
+            (Precision::Bf16, true) => "bf16 (on the CPU: bf16's roundings around f32 products, the numbers \
+                                        a GPU's bf16 gives, several times slower than fp32: to check bf16, \
+                                        not for speed)"
+                .into(),
+            _ => self.name().into(),
         }
     }
 

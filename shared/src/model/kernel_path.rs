@@ -86,7 +86,7 @@ pub fn fused_cpu_products(tensors: &[&Tensor]) -> bool {
 /// backward pass rounds the gradients entering and leaving the product to bf16 likewise. A GPU runs `f` on
 /// bf16 tensors (its tensor cores: bf16 inputs, f32 accumulation, bf16 output); candle's CPU has no bf16
 /// product (its conv2d refuses bf16, its matmul widens to f32), so the CPU computes the same roundings
-/// around an f32 product: the same numbers up to the order of the f32 sums, and no faster.
+/// around an f32 product: the same numbers up to the order of the f32 sums, and slower.
 pub fn product(
     a: &Tensor,
     b: &Tensor,
