@@ -19,6 +19,9 @@
 # unaugmented one, is drawn 1 time in BENCH_VIEWS + 1); the student cache costs (1 + BENCH_VIEWS) x 480
 # ResNet-18 forwards once.
 #
+# CPU seconds (user + system, also from /usr/bin/time) are printed too: on a machine shared with other work
+# they move less than wall seconds.
+#
 # Per part: PyTorch's script times its imports, set-up, every step and every evaluation itself; vl2v's stderr
 # is stamped line by line, which gives the start-up (process start to its `device:` line, caches and split
 # read), start-up to the record of step 0 (backbone load, one step, one evaluation), step 0 to the last record
@@ -115,16 +118,17 @@ steps = int(steps)
 
 
 def gnu_time(path):
-    """Wall seconds and maximum RSS (MiB) from /usr/bin/time -v."""
+    """Wall seconds, maximum RSS (MiB) and CPU seconds (user + system) from /usr/bin/time -v."""
     text = open(path).read()
     h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time.*: (\S+)", text).group(1).split(":"))[-3:]
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
-    return int(h) * 3600 + int(m) * 60 + float(s), rss / 1024
+    cpu = sum(float(re.search(rf"{k} time \(seconds\): (\S+)", text).group(1)) for k in ("User", "System"))
+    return int(h) * 3600 + int(m) * 60 + float(s), rss / 1024, cpu
 
 
 torch_run = json.loads(open(f"{d}/torch.out").read().strip().splitlines()[-1])
-torch_s, torch_mib = gnu_time(f"{d}/torch.time")
-vl2v_s, vl2v_mib = gnu_time(f"{d}/vl2v.time")
+torch_s, torch_mib, torch_cpu = gnu_time(f"{d}/torch.time")
+vl2v_s, vl2v_mib, vl2v_cpu = gnu_time(f"{d}/vl2v.time")
 lines = [(float(l[:9]), l[10:]) for l in open(f"{d}/vl2v.err") if len(l) > 10]
 device = next(t for t, l in lines if l.startswith("device:"))
 records = [(t, l) for t, l in lines if re.search(r" step \d+: loss ", l)]
@@ -135,6 +139,7 @@ t = torch_run
 print(json.dumps({
     "round": int(round_), "load": load, "load_vl2v": load_vl2v, "torch_version": t["torch"],
     "torch_s": torch_s, "vl2v_s": vl2v_s, "torch_mib": torch_mib, "vl2v_mib": vl2v_mib,
+    "torch_cpu": torch_cpu, "vl2v_cpu": vl2v_cpu,
     # The same grouping for both: start-up, up to the first record, up to the last, the rest.
     "torch_parts": [t["imports_s"] + t["setup_s"], t["step_s"][0] + t["eval_s"][0],
                     sum(t["step_s"][1:]) + t["eval_s"][1], torch_s - t["imports_s"] - t["run_s"]],
@@ -155,10 +160,12 @@ print()
 print(f"erm-ft whole-run bench: ResNet-18, 480 JPEGs (3 domains, 1 held out), 2 x 32 images a step, {steps} steps, "
       f"evaluation after the first and last (224 images), {threads} threads, caches of {views} views; "
       f"PyTorch {rows[0]['torch_version']}, num_workers=0")
-print("  round  load before (PyTorch | vl2v)          PyTorch s  vl2v s  PyTorch/vl2v  peak RSS PyTorch  vl2v (MiB)")
+print("  round  load before (PyTorch | vl2v)          PyTorch s  vl2v s  PyTorch/vl2v  peak RSS PyTorch  vl2v (MiB)"
+      "  CPU s PyTorch  vl2v")
 for r in rows:
     print(f"  {r['round']:5d}  {r['load']:16s} | {r['load_vl2v']:16s} {r['torch_s']:9.1f} {r['vl2v_s']:7.1f} "
-          f"{r['torch_s'] / r['vl2v_s']:11.2f}x {r['torch_mib']:17.0f} {r['vl2v_mib']:5.0f}")
+          f"{r['torch_s'] / r['vl2v_s']:11.2f}x {r['torch_mib']:17.0f} {r['vl2v_mib']:5.0f} "
+          f"{r['torch_cpu']:14.1f} {r['vl2v_cpu']:5.1f}")
 print("  per part, seconds (PyTorch / vl2v): start-up to data and model ready | first step + evaluation |"
       f" {int(steps) - 1} steps + evaluation | exit")
 for r in rows:
