@@ -71,6 +71,10 @@ enum Command {
         /// Comma-separated classes [default: all 16].
         #[arg(long, value_delimiter = ',')]
         classes: Vec<String>,
+        /// Half the captions name the class (and colour) but not the style ("an image of a red cup"), as
+        /// most web captions do not name the medium; the other half as without it.
+        #[arg(long)]
+        plain_captions: bool,
     },
     /// A contact sheet PNG (one row per style, one column per class) for checking the drawings by eye.
     Sheet {
@@ -131,9 +135,11 @@ fn run(args: Args) -> Result<()> {
             size,
             styles,
             classes,
+            plain_captions,
         } => (
             out,
-            Settings::corpus(seed, per_class, size, &styles, &classes),
+            Settings::corpus(seed, per_class, size, &styles, &classes)
+                .with_plain_captions(plain_captions),
         ),
         Command::Sheet {
             out,

@@ -185,6 +185,43 @@ fn the_corpus_captions_every_image_once() {
 }
 
 #[test]
+fn plain_captions_are_recorded_and_leave_the_style_unnamed_in_some() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("corpus");
+    let settings = Settings::corpus(1, 4, 32, &[], &["cup".into()]).with_plain_captions(true);
+    generate(&root, &settings, &no_progress).unwrap();
+    let text = fs::read_to_string(root.join(CAPTIONS)).unwrap();
+    let records: Vec<CaptionRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let named = records
+        .iter()
+        .filter(|r| r.caption.contains(Style::parse(&r.style).unwrap().noun()))
+        .count();
+    assert!(records.iter().all(|r| r.caption.contains("cup")));
+    assert!(
+        0 < named && named < records.len(),
+        "{named} of {}",
+        records.len()
+    );
+    // The same images as without the option; the marker records it, so neither is reused for the other.
+    let styled = tmp.path().join("styled");
+    let default = Settings::corpus(1, 4, 32, &[], &["cup".into()]);
+    generate(&styled, &default, &no_progress).unwrap();
+    for r in &records {
+        assert_eq!(
+            fs::read(root.join(&r.path)).unwrap(),
+            fs::read(styled.join(&r.path)).unwrap()
+        );
+    }
+    let err = generate(&root, &default, &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("plain_captions"), "{err}");
+}
+
+#[test]
 fn an_existing_output_is_reused_only_with_the_same_settings() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("out");

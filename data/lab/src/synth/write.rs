@@ -69,6 +69,14 @@ pub struct Settings {
     pub size: usize,
     pub styles: Vec<String>,
     pub classes: Vec<String>,
+    /// Half the corpus's captions leave the style unnamed (`synthdg corpus --plain-captions`). Recorded
+    /// only when set, so a marker written before the option still matches.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub plain_captions: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl Settings {
@@ -84,6 +92,7 @@ impl Settings {
                 .map(|s| s.name().to_string())
                 .collect(),
             classes: BENCHMARK_CLASSES.iter().map(|c| c.to_string()).collect(),
+            plain_captions: false,
         }
     }
 
@@ -115,7 +124,14 @@ impl Settings {
                 Style::ALL.iter().map(|s| s.name().to_string()).collect(),
             ),
             classes: all(classes, CLASSES.iter().map(|c| c.to_string()).collect()),
+            plain_captions: false,
         }
+    }
+
+    /// The corpus with half its captions plain (not naming the style; see [`super::captions::caption`]).
+    pub fn with_plain_captions(mut self, plain: bool) -> Settings {
+        self.plain_captions = plain;
+        self
     }
 
     fn validate(&self) -> Result<Vec<Style>, SynthError> {
@@ -224,9 +240,17 @@ fn check_existing(out: &Path, wanted: &serde_json::Value) -> Result<(), SynthErr
     let (Some(found), Some(wanted)) = (found.as_object(), wanted.as_object()) else {
         return Err(SynthError::NotOurs(out.to_path_buf()));
     };
-    for (field, want) in wanted {
+    // Every field of either marker: one recorded only when set (plain_captions) is absent from the other.
+    let fields = wanted
+        .keys()
+        .chain(found.keys().filter(|k| !wanted.contains_key(*k)));
+    for field in fields {
         let have = found.get(field).cloned().unwrap_or(serde_json::Value::Null);
-        if &have != want {
+        let want = wanted
+            .get(field)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        if have != want {
             return Err(SynthError::Mismatch {
                 dir: out.to_path_buf(),
                 field: field.clone(),
@@ -283,7 +307,13 @@ fn write_all(
                 .map_err(|source| SynthError::Png { path, source })?;
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
             Ok(CaptionRecord {
-                caption: caption(style, class, colour, &mut caption_rng),
+                caption: caption(
+                    style,
+                    class,
+                    colour,
+                    settings.plain_captions,
+                    &mut caption_rng,
+                ),
                 path: rel,
                 class: class.to_string(),
                 style: style.name().to_string(),
