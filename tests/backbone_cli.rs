@@ -356,6 +356,40 @@ fn a_deit_student_cache_aligns_and_distills() {
 /// The prefetching loader changes nothing but speed: the same records and the same model with 0, 1 and 3
 /// loader threads, and `--workers` stays out of the recorded arguments (a run may resume with another
 /// number).
+/// `distill run --algorithm erm-ft` held out on photo, batch 3, evaluated every 2 steps, from teacher cache
+/// `t` and student cache `s` into `out`, with (steps, learning rate) and `extra` flags.
+fn erm_ft_on_photo(
+    t: &str,
+    s: &str,
+    out: &Path,
+    (steps, lr): (&str, &str),
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec![
+        "run",
+        "--cache",
+        t,
+        "--student-cache",
+        s,
+        "--out",
+        out.to_str().unwrap(),
+        "--algorithm",
+        "erm-ft",
+        "--test-domain",
+        "photo",
+        "--steps",
+        steps,
+        "--checkpoint-freq",
+        "2",
+        "--batch-size",
+        "3",
+        "--lr",
+        lr,
+    ];
+    args.extend_from_slice(extra);
+    distill(&args)
+}
+
 #[test]
 fn loader_workers_do_not_change_results() {
     let tmp = tempfile::tempdir().unwrap();
@@ -365,29 +399,7 @@ fn loader_workers_do_not_change_results() {
     let mut outputs = Vec::new();
     for workers in ["0", "1", "3"] {
         let out = tmp.path().join(format!("runs{workers}"));
-        let (ok, _, stderr) = distill(&[
-            "run",
-            "--cache",
-            t,
-            "--student-cache",
-            s,
-            "--out",
-            out.to_str().unwrap(),
-            "--algorithm",
-            "erm-ft",
-            "--test-domain",
-            "photo",
-            "--steps",
-            "4",
-            "--checkpoint-freq",
-            "2",
-            "--batch-size",
-            "3",
-            "--lr",
-            "1e-3",
-            "--workers",
-            workers,
-        ]);
+        let (ok, _, stderr) = erm_ft_on_photo(t, s, &out, ("4", "1e-3"), &["--workers", workers]);
         assert!(ok, "--workers {workers}: {stderr}");
         let dir = out.join("toy/erm-ft/photo/seed0");
         let mut recs = records(&dir);
@@ -416,29 +428,8 @@ fn bf16_products_train_close_to_fp32_and_are_recorded() {
     let (t, s) = (teacher.to_str().unwrap(), student.to_str().unwrap());
     let train = |precision: &str| {
         let out = tmp.path().join(precision);
-        let (ok, _, stderr) = distill(&[
-            "run",
-            "--cache",
-            t,
-            "--student-cache",
-            s,
-            "--out",
-            out.to_str().unwrap(),
-            "--algorithm",
-            "erm-ft",
-            "--test-domain",
-            "photo",
-            "--steps",
-            "3",
-            "--checkpoint-freq",
-            "2",
-            "--batch-size",
-            "3",
-            "--lr",
-            "1e-4",
-            "--precision",
-            precision,
-        ]);
+        let (ok, _, stderr) =
+            erm_ft_on_photo(t, s, &out, ("3", "1e-4"), &["--precision", precision]);
         assert!(ok, "--precision {precision}: {stderr}");
         assert!(
             stderr.contains(&format!("precision {precision}")),
