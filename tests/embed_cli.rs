@@ -94,7 +94,10 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     assert_eq!(texts[1].prompt, "a Real World of a Alarm Clock");
     assert_eq!(texts[2].domain.as_deref(), Some("art_painting"));
 
-    // A rerun with the same settings recomputes nothing and changes nothing.
+    // A rerun with the same settings recomputes nothing and changes nothing, the manifest included (its
+    // `finished` time too, a second later: distill names its view files by the manifest's digest).
+    let manifest_bytes = fs::read(dir.join("manifest.json")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let (out, stdout2, stderr) = run(&mut embed_tiny_clip(
         &data,
         &cache,
@@ -104,6 +107,7 @@ fn embeds_views_texts_and_manifest_and_skips_corrupt_files() {
     assert_eq!(last_line(&stdout2), dir);
     assert!(stderr.contains("embedded 0 images"), "{stderr}");
     assert_eq!(rows_of(&dir), rows);
+    assert!(fs::read(dir.join("manifest.json")).unwrap() == manifest_bytes);
 
     // One writer per shard: while another process holds the lock, a second run refuses.
     let lock = fs::File::open(dir.join(".lock-shard-0-of-1")).unwrap();

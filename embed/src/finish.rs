@@ -112,6 +112,21 @@ pub fn write_manifest_if_complete(job: &Job) -> Result<Option<Manifest>> {
         created: created_time(&job.dir),
         finished: now_rfc3339(),
     };
+    // A rerun that changed nothing keeps the manifest as it was: `distill` names its view files by the
+    // manifest's digest, so a new `finished` time alone would make every later run rebuild them. Compared
+    // as written (the bytes), since a float read back from JSON may differ from the one written in its
+    // last bit.
+    if let Ok(old) = Manifest::read(&job.dir) {
+        let unchanged = Manifest {
+            finished: old.finished.clone(),
+            ..manifest.clone()
+        };
+        let mut bytes = serde_json::to_vec_pretty(&unchanged)?;
+        bytes.push(b'\n');
+        if std::fs::read(job.dir.join(vl2v::cache::MANIFEST_FILE)).ok() == Some(bytes) {
+            return Ok(Some(old));
+        }
+    }
     manifest.write(&job.dir)?;
     Ok(Some(manifest))
 }
