@@ -16,6 +16,7 @@ use super::clip::{load_clip_config, Clip};
 use super::kernel_path::{product, with_bf16_products};
 use super::load_into_varmap;
 use super::students::{Student, StudentConfig};
+use super::test_tensors::named_gradients;
 
 fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -174,13 +175,7 @@ fn students_under_bf16_products_are_as_close_to_f32_as_pytorch_autocast() {
             let model = Student::trainable(&varmap, &weights, &config, &dev).unwrap();
             let y = model.forward(&x, true).unwrap();
             let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let vars = varmap.data().lock().unwrap();
-            let mut named: Vec<(String, Tensor)> = vars
-                .iter()
-                .map(|(n, v)| (n.clone(), grads.get(v.as_tensor()).unwrap().clone()))
-                .collect();
-            named.sort_by(|a, b| a.0.cmp(&b.0));
-            (y, named)
+            (y, named_gradients(&varmap, &grads))
         };
         let (y32, g32) = pass();
         let (ybf, gbf) = with_bf16_products(pass);
@@ -273,13 +268,7 @@ fn clip_under_bf16_products_is_as_close_to_f32_as_pytorch_autocast() {
             .unwrap()
             .backward()
             .unwrap();
-        let vars = varmap.data().lock().unwrap();
-        let mut named: Vec<(String, Tensor)> = vars
-            .iter()
-            .filter_map(|(n, v)| Some((n.clone(), grads.get(v.as_tensor())?.clone())))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        (logits, named)
+        (logits, named_gradients(&varmap, &grads))
     };
     let (y32, g32) = pass();
     let (ybf, gbf) = with_bf16_products(pass);

@@ -16,6 +16,7 @@ use super::clip::{load_clip_config, Clip};
 use super::kernel_path::with_generic_ops;
 use super::load_into_varmap;
 use super::students::{Student, StudentConfig};
+use super::test_tensors::named_gradients;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -71,18 +72,7 @@ fn train_pass(varmap: &VarMap, forward: impl Fn() -> Tensor) -> (Tensor, Vec<(St
         .unwrap()
         .backward()
         .unwrap();
-    let vars = varmap.data().lock().unwrap();
-    let mut named: Vec<(String, Tensor)> = vars
-        .iter()
-        .map(|(name, var)| {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{name}: no gradient"));
-            (name.clone(), g.clone())
-        })
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    (y, named)
+    (y, named_gradients(varmap, &grads))
 }
 
 fn assert_passes_agree(

@@ -1,6 +1,8 @@
 //! What the model tests compare tensors with (test builds only).
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
+use candle_nn::VarMap;
 
 /// max |t| over every element.
 pub fn max_abs(t: &Tensor) -> f32 {
@@ -15,4 +17,20 @@ pub fn max_abs(t: &Tensor) -> f32 {
 /// max |a − b| over every element.
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     max_abs(&(a - b).unwrap())
+}
+
+/// Every variable of `varmap` with its gradient in `grads`, sorted by name; a variable without one panics.
+pub fn named_gradients(varmap: &VarMap, grads: &GradStore) -> Vec<(String, Tensor)> {
+    let vars = varmap.data().lock().unwrap();
+    let mut named: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(name, var)| {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient"));
+            (name.clone(), g.clone())
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
