@@ -15,8 +15,13 @@ const CHUNK: usize = 1 << 14;
 
 /// `e^x` in f32, branch-free so loops over it vectorise: range reduction x = n·ln2 + r, a degree-6
 /// polynomial for e^r on |r| ≤ ln2/2 (relative error ≈ 2e-7), 2^n through the exponent bits.
+///
+/// Below −87.3 (e^x under f32's smallest normal, and e^−∞ of a masked score) it is exactly 0, as `exp`
+/// is at −∞: a tiny normal there made every masked attention probability ~1e-38, whose gradients are
+/// subnormal, and x86 multiplies subnormals ~20× slower (the text tower's backward GEMMs ran 15× slower).
 #[inline(always)]
 pub(crate) fn exp_fast(x: f32) -> f32 {
+    let underflow = x < -87.3;
     let x = x.clamp(-87.3, 88.7);
     // floor(y + 0.5), not round(): round has no vector instruction and becomes a library call.
     let n = x.mul_add(std::f32::consts::LOG2_E, 0.5).floor();
@@ -32,7 +37,12 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     // 2^n from n's bits: adding 1.5·2²³ puts the integer n in the low mantissa bits (|n| < 2²²), and
     // integer adds and shifts vectorise where `n as i32` (a saturating cast) becomes a scalar loop.
     let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
-    p * f32::from_bits(n_bits.wrapping_add(127) << 23)
+    let y = p * f32::from_bits(n_bits.wrapping_add(127) << 23);
+    if underflow {
+        0.0
+    } else {
+        y
+    }
 }
 
 /// Defines `fn $name(args) body` compiled twice, for AVX2 + FMA (picked at run time where the CPU has
@@ -627,7 +637,73 @@ mod tests {
                 "exp({x}) = {got}, want {want}"
             );
         }
-        assert_eq!(exp_fast(f32::NEG_INFINITY), exp_fast(-87.3));
+        // Exactly 0 where e^x is below f32's smallest normal, as std's exp is at −∞.
+        for x in [-87.31, -88.0, -103.0, -1e30, f32::NEG_INFINITY] {
+            assert_eq!(exp_fast(x), 0.0, "exp({x})");
+        }
+        assert!(exp_fast(-87.3) >= f32::MIN_POSITIVE);
+        assert!(exp_fast(f32::NAN).is_nan());
+    }
+
+    /// A causally masked softmax (−∞ above the diagonal, as CLIP's text tower adds) gives exactly 0 where
+    /// masked, as candle's composite op, and its backward no subnormal: the text tower's GEMMs multiply
+    /// these gradients, and subnormals made them 15× slower.
+    #[test]
+    fn masked_softmax_is_exactly_zero_and_its_gradient_normal() {
+        let dev = candle_core::Device::Cpu;
+        let t = 7;
+        let mask: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), &dev).unwrap();
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 3.0, (t, t), &dev).unwrap())
+            .unwrap();
+        let p = x
+            .as_tensor()
+            .broadcast_add(&mask)
+            .unwrap()
+            .apply_op1(Softmax)
+            .unwrap();
+        let theirs =
+            candle_nn::ops::softmax_last_dim(&x.as_tensor().broadcast_add(&mask).unwrap()).unwrap();
+        let (p_v, e_v) = (
+            p.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        for (i, (&a, &e)) in p_v.iter().zip(&e_v).enumerate() {
+            if e == 0.0 {
+                assert_eq!(a, 0.0, "masked probability {i}");
+            } else {
+                assert!(
+                    (a - e).abs() <= 1e-6 * e.max(1e-3),
+                    "probability {i}: {a} vs {e}"
+                );
+            }
+        }
+        let probe = Tensor::randn(0f32, 1.0, (t, t), &dev).unwrap();
+        let grads = (&p * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(
+            g.iter().all(|v| *v == 0.0 || v.is_normal()),
+            "subnormal gradient: {g:?}"
+        );
     }
 
     /// erf in f64 from its definition, (2/√π)·∫₀ˣ e^(−t²) dt by Simpson's rule (error far below f32's
