@@ -80,9 +80,9 @@ demo: build
 # over threads changes float rounding, so other thread counts give equivalent, not identical, weights).
 LAB ?= data/lab-work
 lab-models: build
-	./target/release/synthdg corpus --out $(LAB)/corpus --seed 1 --per-class 200
+	./target/release/synthdg corpus --out $(LAB)/corpus-plain --seed 1 --per-class 200 --plain-captions
 	./target/release/synthdg corpus --out $(LAB)/photo --seed 2 --per-class 300 --styles photo
-	CANDLE_NUM_THREADS=1 ./target/release/synthdg pretrain clip --corpus $(LAB)/corpus --out shared/models/mini-clip --steps 4000 --seed 0
+	CANDLE_NUM_THREADS=1 ./target/release/synthdg pretrain clip --corpus $(LAB)/corpus-plain --out shared/models/mini-clip --steps 4000 --seed 0
 	CANDLE_NUM_THREADS=1 ./target/release/synthdg pretrain student --corpus $(LAB)/photo --out shared/models/mini-vit --steps 1000 --seed 0
 
 lint:
