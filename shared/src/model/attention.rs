@@ -357,19 +357,7 @@ mod tests {
         let x = Var::from_vec(xv.clone(), (1, t, 3 * d), &dev).unwrap();
         let probe = Tensor::from_vec(pv.clone(), (1, t, d), &dev).unwrap();
         let y = attention(x.as_tensor(), heads, scale).unwrap();
-        let grads = (&y * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let dx = grads
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let dx = crate::model::test_tensors::probe_gradient(&y, &probe, x.as_tensor());
         let eps = 1e-3f32;
         for i in 0..xv.len() {
             let (mut up, mut down) = (xv.clone(), xv.clone());

@@ -687,19 +687,7 @@ mod tests {
             }
         }
         let probe = Tensor::randn(0f32, 1.0, (t, t), &dev).unwrap();
-        let grads = (&p * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g = grads
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let g = crate::model::test_tensors::probe_gradient(&p, &probe, &x);
         assert!(
             g.iter().all(|v| *v == 0.0 || v.is_normal()),
             "subnormal gradient: {g:?}"

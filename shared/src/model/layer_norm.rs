@@ -292,19 +292,7 @@ mod tests {
         let b = Tensor::new(bv.as_slice(), &dev).unwrap();
         let probe = Tensor::from_vec(pv.clone(), (rows, d), &dev).unwrap();
         let y = layer_norm(x.as_tensor(), &w, &b, 1e-5).unwrap();
-        let grads = (&y * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let dx = grads
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let dx = crate::model::test_tensors::probe_gradient(&y, &probe, x.as_tensor());
         let eps = 1e-3f32;
         for i in 0..rows * d {
             let (mut up, mut down) = (xv.clone(), xv.clone());

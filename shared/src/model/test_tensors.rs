@@ -34,3 +34,16 @@ pub fn named_gradients(varmap: &VarMap, grads: &GradStore) -> Vec<(String, Tenso
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
 }
+
+/// The gradient of Σ probe·y with respect to `x`, flattened (a probe makes every output count, with its
+/// own weight, in one backward pass).
+pub fn probe_gradient(y: &Tensor, probe: &Tensor, x: &Tensor) -> Vec<f32> {
+    let grads = (y * probe).unwrap().sum_all().unwrap().backward().unwrap();
+    grads
+        .get(x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
