@@ -12,13 +12,15 @@
 # it also writes the weights). Our side: the ignored test `student_step_timing` (distill/src/algorithms/
 # adip_distill.rs), built in release, on the same Backbone, objective and Adam as `distill run`.
 #
-# Environment: BENCH_STUDENTS (default resnet18,vit-small), BENCH_ROUNDS (default 1: each round runs every
+# Environment: BENCH_STUDENTS (default resnet18,vit-small), BENCH_BATCH (images per step, default 16; the issue
+# also asks for 32), BENCH_ROUNDS (default 1: each round runs every
 # student on both sides again; on a shared machine compare ratios within a round), BENCH_THREADS (default 2),
 # CARGO (default cargo), PYTHON (python with torch, torchvision, timm, safetensors; default python3).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 THREADS="${BENCH_THREADS:-2}"
+BATCH="${BENCH_BATCH:-16}"
 STUDENTS="${BENCH_STUDENTS:-resnet18,vit-small}"
 ROUNDS="${BENCH_ROUNDS:-1}"
 CARGO="${CARGO:-cargo}"
@@ -47,13 +49,13 @@ for round in $(seq 1 "$ROUNDS"); do
         load="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
         step "round $round, $name: PyTorch (load $load)"
         peak "$dir/torch.mib" env OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
-            "$PYTHON" tests/bench/student_step_torch.py --threads "$THREADS" --students "$name" \
+            "$PYTHON" tests/bench/student_step_torch.py --threads "$THREADS" --batch "$BATCH" --students "$name" \
             --save "$dir" >"$dir/torch.out"
         tail -n 1 "$dir/torch.out" >&2
         step "round $round, $name: vl2v $TEST"
         # The test binary never runs distill's main, which caps candle's pool spinning
         # (vl2v::train::limit_candle_pool_spinning): the same cap here, so the step is timed as `distill run` runs it.
-        peak "$dir/vl2v.mib" env VL2V_STEP_WEIGHTS="$dir" RAYON_NUM_THREADS="$THREADS" \
+        peak "$dir/vl2v.mib" env VL2V_STEP_WEIGHTS="$dir" VL2V_STEP_BATCH="$BATCH" RAYON_NUM_THREADS="$THREADS" \
             CANDLE_NUM_THREADS="$THREADS" CANDLE_BARRIER_POOL_SPIN_LIMIT="${CANDLE_BARRIER_POOL_SPIN_LIMIT:-1000}" \
             "$BIN" --ignored --exact --nocapture "$TEST" >"$dir/vl2v.out"
         grep '^step-bench ' "$dir/vl2v.out" >&2 || { cat "$dir/vl2v.out" >&2; echo "no 'step-bench' line" >&2; exit 1; }
@@ -72,12 +74,12 @@ PY
     done
 done
 
-"$PYTHON" - "$RESULTS" "$THREADS" <<'PY'
+"$PYTHON" - "$RESULTS" "$THREADS" "$BATCH" <<'PY'
 import json, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print()
-print(f"student step bench: batch 16 at 224x224, {sys.argv[2]} threads each, PyTorch {rows[0]['torch_version']}")
+print(f"student step bench: batch {sys.argv[3]} at 224x224, {sys.argv[2]} threads each, PyTorch {rows[0]['torch_version']}")
 print("  round student     load before        PyTorch s  vl2v s  PyTorch/vl2v   peak RSS PyTorch  vl2v (MiB)")
 for r in rows:
     print(f"  {r['round']:5d} {r['student']:11s} {r['load']:18s} {r['torch_s']:9.2f} {r['vl2v_s']:7.2f} "
