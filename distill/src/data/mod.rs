@@ -10,6 +10,8 @@ pub mod cache_tables;
 pub mod cutmix;
 pub mod loader;
 pub mod online;
+#[cfg(test)]
+pub mod toy_manifest;
 mod view_file;
 pub mod view_replay;
 mod view_table;

@@ -4,12 +4,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use vl2v::cache::{
-    write_image_part, write_texts, ClassInfo, Counts, DatasetInfo, EmbeddingDtype, EncoderInfo,
-    EncoderRole, ImageRow, Manifest, TextRow, ViewSet, FORMAT_VERSION, TEXTS_FILE,
+    write_image_part, write_texts, EmbeddingDtype, EncoderRole, ImageRow, Manifest, TextRow,
+    TEXTS_FILE,
 };
 use vl2v::views::ViewParams;
 
 use super::*;
+use crate::data::toy_manifest::ToyCache;
 
 const DOMAINS: [&str; 2] = ["art", "photo"];
 const CLASSES: [&str; 3] = ["cat", "dog", "fox"];
@@ -23,52 +24,19 @@ fn vector(seed: usize, dim: usize) -> Vec<f32> {
 }
 
 fn manifest(dim: usize, images: u64, parts: Vec<String>, views: u32) -> Manifest {
-    Manifest {
-        format_version: FORMAT_VERSION,
-        tool_version: "test".into(),
-        dataset: DatasetInfo {
-            name: "toy".into(),
-            root: "/toy".into(),
-            domains: DOMAINS.map(String::from).to_vec(),
-            classes: CLASSES
-                .iter()
-                .map(|c| ClassInfo {
-                    folder: c.to_string(),
-                    name: c.to_string(),
-                })
-                .collect(),
-        },
-        encoder: EncoderInfo {
-            model: "tiny".into(),
-            revision: None,
-            commit: None,
-            weights_sha256: "00".repeat(32),
-            role: EncoderRole::Teacher,
-            architecture: "clip".into(),
-            embedding_dim: dim,
-            normalized: true,
-        },
-        preprocess: serde_json::json!({}),
-        views: ViewSet {
-            count: views,
-            seed: 0,
-            recipe: "test".into(),
-        },
-        embedding_dtype: EmbeddingDtype::F32,
-        logit_scale: Some(100.0),
-        templates: TEMPLATES.map(String::from).to_vec(),
-        counts: Counts {
-            images,
-            rows: images * u64::from(views + 1),
-            ..Counts::default()
-        },
-        skipped: vec![],
+    let mut m = ToyCache {
+        role: EncoderRole::Teacher,
+        domains: &DOMAINS,
+        classes: CLASSES.map(String::from).to_vec(),
+        dim,
+        dtype: EmbeddingDtype::F32,
+        views,
+        images,
         parts,
-        shards: 1,
-        computed_on: Vec::new(),
-        created: "2025-01-01T00:00:00Z".into(),
-        finished: "2025-01-01T00:00:00Z".into(),
     }
+    .manifest();
+    m.templates = TEMPLATES.map(String::from).to_vec();
+    m
 }
 
 fn text_rows(dim: usize) -> Vec<TextRow> {

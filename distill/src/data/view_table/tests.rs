@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 use vl2v::cache::{
-    read_image_rows, write_image_part, ClassInfo, Counts, DatasetInfo, EmbeddingDtype, EncoderInfo,
-    EncoderRole, ImageRow, Manifest, ViewSet, FORMAT_VERSION,
+    read_image_rows, write_image_part, EmbeddingDtype, EncoderRole, ImageRow, Manifest,
 };
 use vl2v::views::ViewParams;
 
 use super::*;
+use crate::data::toy_manifest::ToyCache;
 
 const DIM: usize = 5;
 
@@ -20,49 +20,17 @@ fn paths(images: usize) -> Vec<String> {
 }
 
 fn manifest(dtype: EmbeddingDtype, images: usize, views: u32, parts: Vec<String>) -> Manifest {
-    Manifest {
-        format_version: FORMAT_VERSION,
-        tool_version: "test".into(),
-        dataset: DatasetInfo {
-            name: "toy".into(),
-            root: "/toy".into(),
-            domains: vec!["d".into()],
-            classes: vec![ClassInfo {
-                folder: "c".into(),
-                name: "c".into(),
-            }],
-        },
-        encoder: EncoderInfo {
-            model: "tiny".into(),
-            revision: None,
-            commit: None,
-            weights_sha256: "00".repeat(32),
-            role: EncoderRole::Student,
-            architecture: "resnet".into(),
-            embedding_dim: DIM,
-            normalized: true,
-        },
-        preprocess: serde_json::json!({}),
-        views: ViewSet {
-            count: views,
-            seed: 0,
-            recipe: "test".into(),
-        },
-        embedding_dtype: dtype,
-        logit_scale: None,
-        templates: vec![],
-        counts: Counts {
-            images: images as u64,
-            rows: (images * (views as usize + 1)) as u64,
-            ..Counts::default()
-        },
-        skipped: vec![],
+    ToyCache {
+        role: EncoderRole::Student,
+        domains: &["d"],
+        classes: vec!["c".into()],
+        dim: DIM,
+        dtype,
+        views,
+        images: images as u64,
         parts,
-        shards: 1,
-        computed_on: Vec::new(),
-        created: "2025-01-01T00:00:00Z".into(),
-        finished: "2025-01-01T00:00:00Z".into(),
     }
+    .manifest()
 }
 
 fn row(path: &str, view: usize) -> ImageRow {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use vl2v::cache::{
-    read_image_rows, write_image_part, write_texts, ClassInfo, Counts, DatasetInfo, EmbeddingDtype,
-    EncoderInfo, EncoderRole, ImageRow, Manifest, TextRow, ViewSet, FORMAT_VERSION, TEXTS_FILE,
+    read_image_rows, write_image_part, write_texts, EmbeddingDtype, EncoderRole, ImageRow,
+    Manifest, TextRow, TEXTS_FILE,
 };
 use vl2v::rng::SplitMix64;
 use vl2v::views::ViewParams;
@@ -16,6 +16,7 @@ use vl2v::views::ViewParams;
 use super::*;
 use crate::algorithms::{lookup, Batch, Metrics, NamedTensor, Overrides, Setup};
 use crate::data::cache_tables::TeacherCache;
+use crate::data::toy_manifest::ToyCache;
 use crate::data::{Reads, ViewTable};
 use crate::prompt_styles::PHOTO;
 
@@ -46,56 +47,21 @@ fn codes(dim: usize, salt: u64) -> Vec<Vec<f32>> {
 }
 
 fn manifest(role: EncoderRole, dim: usize, dtype: EmbeddingDtype, parts: Vec<String>) -> Manifest {
-    let images = (DOMAINS.len() * CLASSES * PER_CLASS) as u64;
-    Manifest {
-        format_version: FORMAT_VERSION,
-        tool_version: "test".into(),
-        dataset: DatasetInfo {
-            name: "toy".into(),
-            root: "/toy".into(),
-            domains: DOMAINS.map(String::from).to_vec(),
-            classes: (0..CLASSES)
-                .map(|c| ClassInfo {
-                    folder: format!("c{c}"),
-                    name: format!("c{c}"),
-                })
-                .collect(),
-        },
-        encoder: EncoderInfo {
-            model: "tiny".into(),
-            revision: None,
-            commit: None,
-            weights_sha256: "00".repeat(32),
-            role,
-            architecture: "test".into(),
-            embedding_dim: dim,
-            normalized: role == EncoderRole::Teacher,
-        },
-        preprocess: serde_json::json!({}),
-        views: ViewSet {
-            count: VIEWS,
-            seed: 0,
-            recipe: "test".into(),
-        },
-        embedding_dtype: dtype,
-        logit_scale: (role == EncoderRole::Teacher).then_some(100.0),
-        templates: if role == EncoderRole::Teacher {
-            vec![PHOTO.into()]
-        } else {
-            vec![]
-        },
-        counts: Counts {
-            images,
-            rows: images * u64::from(VIEWS + 1),
-            ..Counts::default()
-        },
-        skipped: vec![],
+    let mut m = ToyCache {
+        role,
+        domains: &DOMAINS,
+        classes: (0..CLASSES).map(|c| format!("c{c}")).collect(),
+        dim,
+        dtype,
+        views: VIEWS,
+        images: (DOMAINS.len() * CLASSES * PER_CLASS) as u64,
         parts,
-        shards: 1,
-        computed_on: Vec::new(),
-        created: "2025-01-01T00:00:00Z".into(),
-        finished: "2025-01-01T00:00:00Z".into(),
     }
+    .manifest();
+    if role == EncoderRole::Teacher {
+        m.templates = vec![PHOTO.into()];
+    }
+    m
 }
 
 /// A teacher cache (`<dir>/teacher`, unit embeddings near their class text) and a student cache
