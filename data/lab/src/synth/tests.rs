@@ -163,17 +163,22 @@ fn the_benchmark_is_the_registered_dataset() {
     assert_eq!(discover("any", &root, None).unwrap().domains, data.domains);
 }
 
+/// Generates a corpus at `root` and reads back its caption records.
+fn generate_captions(root: &Path, settings: &Settings) -> Vec<CaptionRecord> {
+    generate(root, settings, &no_progress).unwrap();
+    fs::read_to_string(root.join(CAPTIONS))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn the_corpus_captions_every_image_once() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("corpus");
     let settings = Settings::corpus(1, 2, 32, &[], &["cup".into(), "moon".into()]);
-    generate(&root, &settings, &no_progress).unwrap();
-    let text = fs::read_to_string(root.join(CAPTIONS)).unwrap();
-    let records: Vec<CaptionRecord> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = generate_captions(&root, &settings);
     assert_eq!(records.len(), Style::ALL.len() * 2 * 2);
     for r in &records {
         assert!(root.join(&r.path).is_file(), "{}", r.path);
@@ -189,12 +194,7 @@ fn plain_captions_are_recorded_and_leave_the_style_unnamed_in_some() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("corpus");
     let settings = Settings::corpus(1, 4, 32, &[], &["cup".into()]).with_plain_captions(true);
-    generate(&root, &settings, &no_progress).unwrap();
-    let text = fs::read_to_string(root.join(CAPTIONS)).unwrap();
-    let records: Vec<CaptionRecord> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = generate_captions(&root, &settings);
     let named = records
         .iter()
         .filter(|r| r.caption.contains(Style::parse(&r.style).unwrap().noun()))
