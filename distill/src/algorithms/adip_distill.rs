@@ -319,8 +319,10 @@ mod tests {
             // Seconds of forward, loss + backward, Adam (each ended by a device synchronisation when
             // VL2V_STEP_PHASES=1, which a GPU's asynchronous queue otherwise hides), per timed step.
             let phases_wanted = std::env::var("VL2V_STEP_PHASES").is_ok_and(|v| v == "1");
+            // Steps in all, the first a warm-up (more for a profiler to see the steady state).
+            let steps: usize = std::env::var("VL2V_STEP_COUNT").map_or(4, |n| n.parse().unwrap());
             let mut phases: Vec<[f64; 3]> = Vec::new();
-            for step in 0..4 {
+            for step in 0..steps {
                 let pixels = Tensor::randn(0f32, 1.0, batch * 3 * 224 * 224, &Device::Cpu)
                     .unwrap()
                     .to_vec1::<f32>()

@@ -16,6 +16,7 @@ pub mod kernel_path;
 mod layer_norm;
 pub mod layers;
 mod pool;
+mod scratch;
 pub mod students;
 #[cfg(test)]
 mod test_tensors;

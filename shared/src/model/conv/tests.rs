@@ -87,9 +87,21 @@ fn unfused(x: &Tensor, w: &Tensor, b: &Tensor, s: usize, p: usize, act: Activati
 
 /// The fused op's values and its three gradients equal the unfused path's (im2col + matmul, a broadcast bias
 /// add, candle's ReLU), over strides, paddings, 1×1 convolutions, one and several images per chunk (with an
-/// uneven last chunk), and an input without a gradient.
+/// uneven last chunk), and an input without a gradient; on one thread, and on two and three, where the batch
+/// is split into runs of images (evenly or not) and a single image spreads its products over the threads.
 #[test]
 fn fused_matches_unfused_values_and_gradients() {
+    for threads in [1, 2, 3] {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(fused_matches_unfused_on_this_pool);
+    }
+}
+
+fn fused_matches_unfused_on_this_pool() {
+    let threads = rayon::current_num_threads();
     let dev = Device::Cpu;
     // (batch, c, h, w, c_out, k, stride, padding)
     let cases = [
@@ -100,6 +112,8 @@ fn fused_matches_unfused_values_and_gradients() {
         (2, 2, 56, 57, 3, 1, 1, 0), // pointwise, one image per chunk: the input is the columns
         (2, 2, 56, 56, 3, 3, 1, 1), // one image per chunk
         (3, 2, 32, 36, 3, 3, 1, 1), // chunks of 2 and 1
+        (6, 2, 32, 36, 3, 3, 1, 1), // on two threads, runs of 3 images: chunks of 2 and 1 in each
+        (1, 2, 56, 56, 3, 3, 1, 1), // one image: its products spread over the threads
         (2, 2, 6, 5, 3, 3, 2, 1),   // the window does not end on the last row
         (1, 1, 2, 2, 2, 3, 1, 1),   // windows larger than the image
     ];
@@ -122,7 +136,10 @@ fn fused_matches_unfused_values_and_gradients() {
                         .unwrap();
                 let theirs = unfused(&input, wt.as_tensor(), b.as_tensor(), stride, padding, act);
                 assert_eq!(ours.dims(), theirs.dims(), "case {i}");
-                assert!(max_diff(&ours, &theirs) < 1e-4, "case {i} {act:?}");
+                assert!(
+                    max_diff(&ours, &theirs) < 1e-4,
+                    "case {i} {act:?} on {threads} threads"
+                );
                 let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
                 let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 let g2 = (&theirs * &r)
@@ -136,7 +153,10 @@ fn fused_matches_unfused_values_and_gradients() {
                         (Some(a), Some(e)) => {
                             let scale = max_abs(e);
                             let d = max_diff(a, e);
-                            assert!(d <= 1e-4 * scale.max(1.0), "case {i} {act:?} d{name}: {d}");
+                            assert!(
+                                d <= 1e-4 * scale.max(1.0),
+                                "case {i} {act:?} d{name} on {threads} threads: {d}"
+                            );
                         }
                         (None, None) => assert!(name == "x" && !x_grad),
                         _ => panic!("case {i} {act:?}: d{name} on one side only"),
