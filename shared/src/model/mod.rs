@@ -1,5 +1,6 @@
 //! Model loading: resolving files (hub or local), configs, devices and the encoders built from them.
 
+mod add_relu;
 mod attention;
 #[cfg(test)]
 mod bf16_tests;

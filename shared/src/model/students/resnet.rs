@@ -11,6 +11,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::batch_norm::{FrozenBatchNorm, BN_EPS};
+use crate::model::add_relu::add_relu;
 use crate::model::conv::{conv2d_bias_act, Activation};
 use crate::model::kernel_path::product;
 pub use crate::model::pool::max_pool_3x3_s2_p1;
@@ -209,7 +210,7 @@ impl Block {
             Some(ds) => ds.forward(x, train, Activation::Identity)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        add_relu(&y, &identity)
     }
 }
 
