@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::cpu_kernels::{contiguous_f32, dot, softmax_scaled, tensor_f32, with_avx2};
 use super::gemm::{gemm, Operand};
+use super::scratch::zeros;
 
 /// Attention over `(batch, tokens, 3·dim)` = `[q | k | v]` (heads `dim/heads` wide, in order within each),
 /// scores scaled by `scale`.
@@ -119,7 +120,7 @@ impl CustomOp1 for Attention {
         let qkv = contiguous_f32(storage, layout, self.name())?;
         let (b, g) = self.heads_of(layout.shape())?;
         let (t, d) = (g.tokens, g.dim);
-        let mut out = vec![0f32; b * t * d];
+        let mut out = zeros(b * t * d);
         out.par_chunks_mut(t * d)
             .zip(qkv.par_chunks(t * 3 * d))
             .for_each_init(
@@ -151,7 +152,7 @@ impl CustomOp1 for Attention {
         let (b, g) = self.heads_of(arg.shape())?;
         let (t, d) = (g.tokens, g.dim);
         let grad = grad_res.contiguous()?;
-        let mut dqkv = vec![0f32; b * t * 3 * d];
+        let mut dqkv = zeros(b * t * 3 * d);
         tensor_f32(arg, |qkv| {
             tensor_f32(&grad, |dout| {
                 dqkv.par_chunks_mut(t * 3 * d)

@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::gemm::{gemm, Operand};
+use super::scratch::zeros;
 
 const CHUNK: usize = 1 << 14;
 
@@ -212,7 +213,7 @@ fn elementwise_backward(
     f: fn(&[f32], &[f32], &mut [f32]),
 ) -> Result<Tensor> {
     let grad = grad.contiguous()?;
-    let mut dx = vec![0f32; x.elem_count()];
+    let mut dx = zeros(x.elem_count());
     tensor_f32(x, |x| {
         tensor_f32(&grad, |g| {
             dx.par_chunks_mut(CHUNK)
@@ -278,7 +279,7 @@ impl CustomOp1 for GeluErf {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = zeros(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| gelu_erf_forward(x, y));
@@ -311,7 +312,7 @@ impl CustomOp1 for Softmax {
         let grad = grad_res.contiguous()?;
         let cols = res.dims().last().copied().unwrap_or(1).max(1);
         let rows_per_chunk = (CHUNK / cols).max(1);
-        let mut dx = vec![0f32; res.elem_count()];
+        let mut dx = zeros(res.elem_count());
         tensor_f32(res, |y| {
             tensor_f32(&grad, |g| {
                 dx.par_chunks_mut(rows_per_chunk * cols)
@@ -397,10 +398,9 @@ fn linear_bias_forward(
             bl.shape()
         );
     }
-    let mut out = Vec::with_capacity(m * n);
-    for _ in 0..m {
-        out.extend_from_slice(b);
-    }
+    let mut out = zeros(m * n);
+    out.par_chunks_mut(n.max(1) * (CHUNK / n.max(1)).max(1))
+        .for_each(|rows| rows.chunks_mut(n).for_each(|row| row.copy_from_slice(b)));
     // rhs = w.T: element (kk, nn) is w[nn * k + kk].
     gemm(
         &mut out,
@@ -485,7 +485,7 @@ impl CustomOp3 for LinearBiasAct {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (z, shape) = linear_bias_forward(xs, xl, ws, wl, bs, bl)?;
-        let mut y = vec![0f32; z.len()];
+        let mut y = zeros(z.len());
         y.par_chunks_mut(CHUNK)
             .zip(z.par_chunks(CHUNK))
             .for_each(|(y, z)| self.act.forward(z, y));
@@ -506,7 +506,7 @@ impl CustomOp3 for LinearBiasAct {
             candle_core::bail!("linear-bias-act backward without its forward's pre-activation");
         }
         let grad = grad_res.contiguous()?;
-        let mut dz = vec![0f32; z.len()];
+        let mut dz = zeros(z.len());
         let backward = self.act.backward();
         tensor_f32(&grad, |g| {
             dz.par_chunks_mut(CHUNK)
@@ -536,7 +536,7 @@ fn linear_bias_backward(
     let dx = x
         .track_op()
         .then(|| {
-            let mut dx = vec![0f32; m * k];
+            let mut dx = zeros(m * k);
             tensor_f32(w, |w| {
                 gemm(
                     &mut dx,
@@ -564,7 +564,7 @@ fn linear_bias_backward(
     let dw = w
         .track_op()
         .then(|| {
-            let mut dw = vec![0f32; n * k];
+            let mut dw = zeros(n * k);
             tensor_f32(&x.contiguous()?, |x| {
                 gemm(
                     &mut dw,
@@ -888,7 +888,7 @@ mod tests {
             ),
             ("quick-gelu", &quick, quick_gelu_backward),
         ] {
-            let mut dx = vec![0f32; xs.len()];
+            let mut dx = zeros(xs.len());
             backward(&xs, &ones, &mut dx);
             for (&x, &d) in xs.iter().zip(&dx) {
                 let h = 1e-4;
@@ -909,7 +909,7 @@ mod tests {
         let mut y: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         softmax_row(&mut y);
         let g: Vec<f32> = probe.iter().map(|&v| v as f32).collect();
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeros(x.len());
         softmax_backward(&y, &g, &mut dx, x.len());
         for i in 0..x.len() {
             let (mut up, mut down) = (x.to_vec(), x.to_vec());

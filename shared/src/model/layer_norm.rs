@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_kernels::{contiguous_f32, dot, sum, tensor_f32, with_avx2};
+use super::scratch::zeros;
 
 /// Rows per parallel task: enough work per task, several tasks per thread for balance.
 fn rows_per_task(rows: usize) -> usize {
@@ -138,7 +139,7 @@ impl CustomOp3 for LayerNormOp {
                 bl.shape()
             );
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeros(x.len());
         let task = rows_per_task(x.len() / d) * d;
         y.par_chunks_mut(task)
             .zip(x.par_chunks(task))
@@ -157,7 +158,7 @@ impl CustomOp3 for LayerNormOp {
         let d = w.elem_count();
         let grad = grad_res.contiguous()?;
         let want_dx = x.track_op();
-        let mut dx = vec![0f32; if want_dx { x.elem_count() } else { 0 }];
+        let mut dx = zeros(if want_dx { x.elem_count() } else { 0 });
         let task = rows_per_task(x.elem_count() / d) * d;
         let eps = self.eps;
         // Per task: its rows' dx, and its partial dw and db, summed after.
