@@ -114,6 +114,7 @@ fn fused_matches_unfused_on_this_pool() {
         (3, 2, 32, 36, 3, 3, 1, 1), // chunks of 2 and 1
         (6, 2, 32, 36, 3, 3, 1, 1), // on two threads, runs of 3 images: chunks of 2 and 1 in each
         (1, 2, 56, 56, 3, 3, 1, 1), // one image: its products spread over the threads
+        (3, 3, 6, 6, 37, 3, 1, 1),  // output channels in blocks of 16 and a partial one
         (2, 2, 6, 5, 3, 3, 2, 1),   // the window does not end on the last row
         (1, 1, 2, 2, 2, 3, 1, 1),   // windows larger than the image
     ];
