@@ -8,12 +8,9 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_kernels::{contiguous_f32, tensor_f32};
+use super::cpu_kernels::{contiguous_f32, elementwise_backward, CHUNK};
 use super::kernel_path::fused_cpu;
 use super::scratch::zeros;
-
-/// Elements per task.
-const CHUNK: usize = 1 << 14;
 
 /// `relu(a + b)` for tensors of one shape; differentiable in both. One op on CPU (f32), candle's
 /// ops elsewhere.
@@ -61,22 +58,15 @@ impl CustomOp2 for AddRelu {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad_res.contiguous()?;
-        let mut g = zeros(res.elem_count());
-        tensor_f32(res, |y| {
-            tensor_f32(&grad, |gr| {
-                g.par_chunks_mut(CHUNK)
-                    .zip(y.par_chunks(CHUNK).zip(gr.par_chunks(CHUNK)))
-                    .for_each(|(g, (y, gr))| {
-                        for ((g, y), gr) in g.iter_mut().zip(y).zip(gr) {
-                            *g = if *y > 0.0 { *gr } else { 0.0 };
-                        }
-                    });
-                Ok(())
-            })
-        })?;
-        let g = Tensor::from_vec(g, res.shape(), res.device())?;
+        let g = elementwise_backward(res, grad_res, relu_backward)?;
         Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// The gradient through a ReLU from its output `y`: `g` where `y > 0`, else 0 (PyTorch's rule at 0).
+fn relu_backward(y: &[f32], g: &[f32], dx: &mut [f32]) {
+    for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+        *dx = if *y > 0.0 { *g } else { 0.0 };
     }
 }
 

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::gemm::{gemm, Operand};
 use super::scratch::zeros;
 
-const CHUNK: usize = 1 << 14;
+pub(crate) const CHUNK: usize = 1 << 14;
 
 /// `e^x` in f32, branch-free so loops over it vectorise: range reduction x = n·ln2 + r, a degree-6
 /// polynomial for e^r on |r| ≤ ln2/2 (relative error ≈ 2e-7), 2^n through the exponent bits.
@@ -207,7 +207,7 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
 
 /// `f(x, g, dx)` over matching chunks of an elementwise op's input, output gradient and input gradient,
 /// in parallel: the backward pass of the activations.
-fn elementwise_backward(
+pub(crate) fn elementwise_backward(
     x: &Tensor,
     grad: &Tensor,
     f: fn(&[f32], &[f32], &mut [f32]),
