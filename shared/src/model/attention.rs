@@ -14,11 +14,10 @@
 //! product single-threaded.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::cpu_kernels::{contiguous_f32, dot, softmax_scaled, tensor_f32, with_avx2};
 use super::gemm::{gemm, Operand};
-use super::scratch::zeros;
+use super::scratch::{with_scratch, written};
 
 /// Attention over `(batch, tokens, 3·dim)` = `[q | k | v]` (heads `dim/heads` wide, in order within each),
 /// scores scaled by `scale`.
@@ -120,108 +119,105 @@ impl CustomOp1 for Attention {
         let qkv = contiguous_f32(storage, layout, self.name())?;
         let (b, g) = self.heads_of(layout.shape())?;
         let (t, d) = (g.tokens, g.dim);
-        let mut out = zeros(b * t * d);
-        out.par_chunks_mut(t * d)
-            .zip(qkv.par_chunks(t * 3 * d))
-            .for_each_init(
-                || vec![0f32; t * t],
-                |p, (out, qkv)| {
-                    for h in 0..self.heads {
-                        g.probabilities(qkv, h, p);
-                        // O_h = P·V_h, written into the head's columns of the image's rows.
-                        gemm(
-                            &mut out[h * g.head..],
-                            d,
-                            false,
-                            (t, g.head, t),
-                            Operand {
-                                data: p,
-                                row_stride: t,
-                                col_stride: 1,
-                            },
-                            g.part(qkv, 2, h),
-                            1,
-                        );
-                    }
-                },
-            );
+        // Per image, with this thread's scratch for the probabilities.
+        let out = written(b * t * d, t * d, |i, out| {
+            let qkv = &qkv[i * t * 3 * d..(i + 1) * t * 3 * d];
+            with_scratch(t * t, |p| {
+                for h in 0..self.heads {
+                    g.probabilities(qkv, h, p);
+                    // O_h = P·V_h, written into the head's columns of the image's rows.
+                    gemm(
+                        &mut out[h * g.head..],
+                        d,
+                        false,
+                        (t, g.head, t),
+                        Operand {
+                            data: p,
+                            row_stride: t,
+                            col_stride: 1,
+                        },
+                        g.part(qkv, 2, h),
+                        1,
+                    );
+                }
+            })
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, t, d))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let (b, g) = self.heads_of(arg.shape())?;
+        let (_, g) = self.heads_of(arg.shape())?;
         let (t, d) = (g.tokens, g.dim);
         let grad = grad_res.contiguous()?;
-        let mut dqkv = zeros(b * t * 3 * d);
-        tensor_f32(arg, |qkv| {
+        let dqkv = tensor_f32(arg, |qkv| {
             tensor_f32(&grad, |dout| {
-                dqkv.par_chunks_mut(t * 3 * d)
-                    .zip(qkv.par_chunks(t * 3 * d).zip(dout.par_chunks(t * d)))
-                    .for_each_init(
-                        || (vec![0f32; t * t], vec![0f32; t * t]),
-                        |(p, dp), (dqkv, (qkv, dout))| {
-                            for h in 0..self.heads {
-                                g.probabilities(qkv, h, p);
-                                let p_op = Operand {
-                                    data: p,
-                                    row_stride: t,
-                                    col_stride: 1,
-                                };
-                                let p_t = Operand {
-                                    data: p,
-                                    row_stride: 1,
-                                    col_stride: t,
-                                };
-                                let dout_h = Operand {
-                                    data: &dout[h * g.head..],
-                                    row_stride: d,
-                                    col_stride: 1,
-                                };
-                                let at = |part: usize| part * d + h * g.head;
-                                // dV = Pᵀ·dO.
-                                let one = (t, g.head, t);
-                                gemm(&mut dqkv[at(2)..], 3 * d, false, one, p_t, dout_h, 1);
-                                // dP = dO·Vᵀ, then the scores' gradient in place.
-                                let dout_h = Operand {
-                                    data: &dout[h * g.head..],
-                                    row_stride: d,
-                                    col_stride: 1,
-                                };
-                                gemm(dp, t, false, (t, t, g.head), dout_h, g.part_t(qkv, 2, h), 1);
-                                softmax_grad_rows(p_op.data, dp, t, g.scale);
-                                let ds = Operand {
-                                    data: dp,
-                                    row_stride: t,
-                                    col_stride: 1,
-                                };
-                                let ds_t = Operand {
-                                    data: dp,
-                                    row_stride: 1,
-                                    col_stride: t,
-                                };
-                                // dQ = dS·K, dK = dSᵀ·Q (the scale is already in dS).
-                                gemm(
-                                    &mut dqkv[at(0)..],
-                                    3 * d,
-                                    false,
-                                    one,
-                                    ds,
-                                    g.part(qkv, 1, h),
-                                    1,
-                                );
-                                gemm(
-                                    &mut dqkv[at(1)..],
-                                    3 * d,
-                                    false,
-                                    one,
-                                    ds_t,
-                                    g.part(qkv, 0, h),
-                                    1,
-                                );
-                            }
-                        },
-                    );
-                Ok(())
+                // Per image, with this thread's scratch for the probabilities and their gradient.
+                Ok(written(qkv.len(), t * 3 * d, |i, dqkv| {
+                    let qkv = &qkv[i * t * 3 * d..(i + 1) * t * 3 * d];
+                    let dout = &dout[i * t * d..(i + 1) * t * d];
+                    with_scratch(2 * t * t, |scratch| {
+                        let (p, dp) = scratch.split_at_mut(t * t);
+                        for h in 0..self.heads {
+                            g.probabilities(qkv, h, p);
+                            let p_op = Operand {
+                                data: p,
+                                row_stride: t,
+                                col_stride: 1,
+                            };
+                            let p_t = Operand {
+                                data: p,
+                                row_stride: 1,
+                                col_stride: t,
+                            };
+                            let dout_h = Operand {
+                                data: &dout[h * g.head..],
+                                row_stride: d,
+                                col_stride: 1,
+                            };
+                            let at = |part: usize| part * d + h * g.head;
+                            // dV = Pᵀ·dO.
+                            let one = (t, g.head, t);
+                            gemm(&mut dqkv[at(2)..], 3 * d, false, one, p_t, dout_h, 1);
+                            // dP = dO·Vᵀ, then the scores' gradient in place.
+                            let dout_h = Operand {
+                                data: &dout[h * g.head..],
+                                row_stride: d,
+                                col_stride: 1,
+                            };
+                            gemm(dp, t, false, (t, t, g.head), dout_h, g.part_t(qkv, 2, h), 1);
+                            softmax_grad_rows(p_op.data, dp, t, g.scale);
+                            let ds = Operand {
+                                data: dp,
+                                row_stride: t,
+                                col_stride: 1,
+                            };
+                            let ds_t = Operand {
+                                data: dp,
+                                row_stride: 1,
+                                col_stride: t,
+                            };
+                            // dQ = dS·K, dK = dSᵀ·Q (the scale is already in dS).
+                            gemm(
+                                &mut dqkv[at(0)..],
+                                3 * d,
+                                false,
+                                one,
+                                ds,
+                                g.part(qkv, 1, h),
+                                1,
+                            );
+                            gemm(
+                                &mut dqkv[at(1)..],
+                                3 * d,
+                                false,
+                                one,
+                                ds_t,
+                                g.part(qkv, 0, h),
+                                1,
+                            );
+                        }
+                    })
+                }))
             })
         })?;
         Ok(Some(Tensor::from_vec(dqkv, arg.shape(), arg.device())?))

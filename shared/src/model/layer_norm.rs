@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_kernels::{contiguous_f32, dot, sum, tensor_f32, with_avx2};
-use super::scratch::zeros;
+use super::scratch::{written, zeros};
 
 /// Rows per parallel task: enough work per task, several tasks per thread for balance.
 fn rows_per_task(rows: usize) -> usize {
@@ -139,11 +139,10 @@ impl CustomOp3 for LayerNormOp {
                 bl.shape()
             );
         }
-        let mut y = zeros(x.len());
         let task = rows_per_task(x.len() / d) * d;
-        y.par_chunks_mut(task)
-            .zip(x.par_chunks(task))
-            .for_each(|(y, x)| forward_rows(x, w, b, y, self.eps));
+        let y = written(x.len(), task, |i, y| {
+            forward_rows(&x[i * task..i * task + y.len()], w, b, y, self.eps)
+        });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 

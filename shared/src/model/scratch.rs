@@ -1,5 +1,5 @@
-//! Buffers for the fused CPU ops: per-thread scratch space reused from call to call, and zeroed outputs
-//! written by all threads.
+//! Buffers for the fused CPU ops: per-thread scratch space reused from call to call, and outputs
+//! cleared by all threads.
 //!
 //! A training step of a ResNet calls its convolutions ~60 times, each wanting column and gradient buffers
 //! of several megabytes; allocating them afresh cost a memset or page faults per call, on one thread while
@@ -47,6 +47,31 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     v
 }
 
+/// A new vector of `len` floats whose pieces of `piece` elements (the last may be shorter) rayon's
+/// threads hand to `write(i, piece_i)` zeroed, for an op that overwrites its output. Each piece is
+/// cleared just before its writer runs, while it sits in that thread's cache: clearing the whole output
+/// first ([`zeros`]) went through memory twice and cost ~4% of a ViT-S training step.
+pub(crate) fn written(
+    len: usize,
+    piece: usize,
+    write: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(piece.max(1))
+        .enumerate()
+        .for_each(|(i, part)| {
+            part.fill(MaybeUninit::new(0.0));
+            // SAFETY: every element of `part` was written just above, and `MaybeUninit<f32>` has the
+            // layout of `f32`.
+            let part = unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            write(i, part);
+        });
+    // SAFETY: the pieces cover the first `len` elements, each written above.
+    unsafe { v.set_len(len) };
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +82,27 @@ mod tests {
             let v = zeros(len);
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|&x| x == 0.0));
+        }
+    }
+
+    #[test]
+    fn written_pieces_are_zeroed_indexed_and_cover_the_vector() {
+        for (len, piece) in [
+            (0, 4),
+            (1, 4),
+            (12, 4),
+            (13, 4),
+            (3 * ZERO_PIECE + 5, ZERO_PIECE),
+        ] {
+            let v = written(len, piece, |i, part| {
+                assert!(part.iter().all(|&x| x == 0.0), "piece {i} not zeroed");
+                assert!(part.len() == piece || (i + 1) * piece >= len);
+                for (j, x) in part.iter_mut().enumerate() {
+                    *x = (i * piece + j) as f32;
+                }
+            });
+            assert_eq!(v.len(), len);
+            assert!(v.iter().enumerate().all(|(j, &x)| x == j as f32));
         }
     }
 
