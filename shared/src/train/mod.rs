@@ -46,3 +46,6 @@ pub fn limit_candle_pool_spinning() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000");
     }
 }
+
+#[cfg(test)]
+mod backprop_tests;
