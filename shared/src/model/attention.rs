@@ -15,7 +15,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::cpu_kernels::{contiguous_f32, dot, softmax_scaled, tensor_f32, with_avx2};
+use super::cpu_kernels::{contiguous_f32, dot, softmax_scaled, tensor_f32, with_simd};
 use super::gemm::{gemm, Operand};
 use super::scratch::{with_scratch, written};
 
@@ -71,7 +71,7 @@ impl Heads {
     }
 }
 
-with_avx2!(
+with_simd!(
 /// Each row of `rows` (`cols` long) becomes `softmax(scale · row)`.
 scaled_softmax_rows(rows: &mut [f32], cols: usize, scale: f32) {
     for row in rows.chunks_exact_mut(cols) {
@@ -79,7 +79,7 @@ scaled_softmax_rows(rows: &mut [f32], cols: usize, scale: f32) {
     }
 });
 
-with_avx2!(
+with_simd!(
 /// `dp ← scale · p ⊙ (dp − rowsum(dp ⊙ p))` for rows `cols` long: the scores' gradient from the
 /// probabilities' (the scale is the one the scores were multiplied by).
 softmax_grad_rows(p: &[f32], dp: &mut [f32], cols: usize, scale: f32) {

@@ -46,14 +46,23 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     }
 }
 
-/// Defines `fn $name(args) body` compiled twice, for AVX2 + FMA (picked at run time where the CPU has
-/// them) and for the baseline, so the element loops vectorise without making the binary x86-64-v3 only.
-macro_rules! with_avx2 {
+/// Defines `fn $name(args) body` compiled three times, for AVX-512 and for AVX2 + FMA (the widest the CPU
+/// has, picked at run time) and for the baseline, so the element loops vectorise without making the binary
+/// x86-64-v3 only. The three are the same source: reductions keep their order in the code (explicit
+/// partial sums), so every width gives the same bits. AVX-512 over AVX2: ViT-S/16's training step 1.86 →
+/// 1.83 s (four alternating pairs; GELU, LayerNorm, softmax and the sums).
+macro_rules! with_simd {
     ($(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$meta])*
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) $body
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `wide` is compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($arg: $ty),*) $body
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -66,15 +75,15 @@ macro_rules! with_avx2 {
     };
 }
 
-pub(crate) use with_avx2;
+pub(crate) use with_simd;
 
-with_avx2!(quick_gelu_in_place(xs: &mut [f32]) {
+with_simd!(quick_gelu_in_place(xs: &mut [f32]) {
     for v in xs.iter_mut() {
         *v /= 1.0 + exp_fast(-1.702 * *v);
     }
 });
 
-with_avx2!(
+with_simd!(
 /// `dx = g · d/dx[x·σ(1.702x)] = g · σ · (1 + 1.702·x·(1 − σ))`, σ recomputed from x.
 quick_gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
     for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
@@ -106,7 +115,7 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π), the standard normal density at 0.
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-with_avx2!(
+with_simd!(
 /// The exact GELU of timm's `nn.GELU()`: x·Φ(x) = x·(1 + erf(x/√2))/2.
 gelu_erf_forward(x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
@@ -114,7 +123,7 @@ gelu_erf_forward(x: &[f32], y: &mut [f32]) {
     }
 });
 
-with_avx2!(
+with_simd!(
 /// `dx = g · (Φ(x) + x·φ(x))`.
 gelu_erf_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
     for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
@@ -124,7 +133,7 @@ gelu_erf_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
     }
 });
 
-with_avx2!(softmax_row(row: &mut [f32]) {
+with_simd!(softmax_row(row: &mut [f32]) {
     softmax_scaled(row, 1.0);
 });
 
@@ -160,7 +169,7 @@ pub(crate) fn max(a: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &v| m.max(v))
 }
 
-with_avx2!(
+with_simd!(
 /// Softmax's backward for rows of `cols`: `dx = y ⊙ (g − Σ g·y)` per row, from the output `y`.
 softmax_backward(y: &[f32], g: &[f32], dx: &mut [f32], cols: usize) {
     for ((y, g), dx) in y.chunks(cols).zip(g.chunks(cols)).zip(dx.chunks_mut(cols)) {
@@ -636,7 +645,7 @@ pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
         )
 }
 
-with_avx2!(add_assign(acc: &mut [f32], x: &[f32]) {
+with_simd!(add_assign(acc: &mut [f32], x: &[f32]) {
     for (a, &x) in acc.iter_mut().zip(x) {
         *a += x;
     }

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_kernels::{contiguous_f32, dot, sum, tensor_f32, with_avx2};
+use super::cpu_kernels::{contiguous_f32, dot, sum, tensor_f32, with_simd};
 use super::scratch::{written, zeros};
 
 /// Rows per parallel task: enough work per task, several tasks per thread for balance.
@@ -39,7 +39,7 @@ fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-with_avx2!(
+with_simd!(
 /// `y = (x − μ)/σ · w + b` for the rows of `x` (each `w.len()` long).
 forward_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], eps: f32) {
     let d = w.len();
@@ -51,7 +51,7 @@ forward_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], eps: f32) {
     }
 });
 
-with_avx2!(
+with_simd!(
 /// For the rows of `x` and their output gradient `g`: `dx` (written when given) and the rows'
 /// contributions to `dw`, `db` (added). With x̂ = (x − μ)/σ and ĝ = g·w:
 /// `dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / σ`, `dw = Σ g·x̂`, `db = Σ g`.
