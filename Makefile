@@ -90,8 +90,9 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Against PyTorch, same threads: embed images/s (BENCH_N=480, BENCH_ARCH=b16|b32), an OfficeHome-sized
-# adip-align run, one student training step (ResNet-18, ViT-S/16), a 108-run λ sweep of adip-align, and a
-# whole erm-ft run of ResNet-18 on 480 JPEGs (BENCH_STEPS=4, wall seconds and peak RSS of both processes).
+# adip-align run, one student training step (ResNet-18/50, ViT-S/B/16 at batches 16 and 32), a 108-run λ
+# sweep of adip-align, the training loader, a whole erm-ft run of ResNet-18 on 480 JPEGs (BENCH_STEPS=4, wall
+# seconds and peak RSS of both processes), and the cache-only algorithms' memory as the cache grows.
 bench:
 	CARGO="$(CARGO)" bash tests/bench/run_bench.sh
 	CARGO="$(CARGO)" bash tests/bench/run_align_bench.sh
