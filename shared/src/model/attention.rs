@@ -38,11 +38,7 @@ struct Heads {
 impl Heads {
     /// Head `h` of part `part` (0 = q, 1 = k, 2 = v) as a `[tokens, head]` operand of one image's rows.
     fn part<'a>(&self, qkv: &'a [f32], part: usize, h: usize) -> Operand<'a> {
-        Operand {
-            data: &qkv[part * self.dim + h * self.head..],
-            row_stride: 3 * self.dim,
-            col_stride: 1,
-        }
+        Operand::rows(&qkv[part * self.dim + h * self.head..], 3 * self.dim)
     }
 
     /// The same part transposed, `[head, tokens]`.
@@ -131,11 +127,7 @@ impl CustomOp1 for Attention {
                         d,
                         false,
                         (t, g.head, t),
-                        Operand {
-                            data: p,
-                            row_stride: t,
-                            col_stride: 1,
-                        },
+                        Operand::rows(p, t),
                         g.part(qkv, 2, h),
                         1,
                     );
@@ -159,43 +151,19 @@ impl CustomOp1 for Attention {
                         let (p, dp) = scratch.split_at_mut(t * t);
                         for h in 0..self.heads {
                             g.probabilities(qkv, h, p);
-                            let p_op = Operand {
-                                data: p,
-                                row_stride: t,
-                                col_stride: 1,
-                            };
-                            let p_t = Operand {
-                                data: p,
-                                row_stride: 1,
-                                col_stride: t,
-                            };
-                            let dout_h = Operand {
-                                data: &dout[h * g.head..],
-                                row_stride: d,
-                                col_stride: 1,
-                            };
+                            let p_op = Operand::rows(p, t);
+                            let p_t = Operand::transposed(p, t);
+                            let dout_h = Operand::rows(&dout[h * g.head..], d);
                             let at = |part: usize| part * d + h * g.head;
                             // dV = Pᵀ·dO.
                             let one = (t, g.head, t);
                             gemm(&mut dqkv[at(2)..], 3 * d, false, one, p_t, dout_h, 1);
                             // dP = dO·Vᵀ, then the scores' gradient in place.
-                            let dout_h = Operand {
-                                data: &dout[h * g.head..],
-                                row_stride: d,
-                                col_stride: 1,
-                            };
+                            let dout_h = Operand::rows(&dout[h * g.head..], d);
                             gemm(dp, t, false, (t, t, g.head), dout_h, g.part_t(qkv, 2, h), 1);
                             softmax_grad_rows(p_op.data, dp, t, g.scale);
-                            let ds = Operand {
-                                data: dp,
-                                row_stride: t,
-                                col_stride: 1,
-                            };
-                            let ds_t = Operand {
-                                data: dp,
-                                row_stride: 1,
-                                col_stride: t,
-                            };
+                            let ds = Operand::rows(dp, t);
+                            let ds_t = Operand::transposed(dp, t);
                             // dQ = dS·K, dK = dSᵀ·Q (the scale is already in dS).
                             gemm(
                                 &mut dqkv[at(0)..],

@@ -413,16 +413,8 @@ fn linear_bias_forward(
         n,
         true,
         (m, n, k),
-        Operand {
-            data: x,
-            row_stride: k,
-            col_stride: 1,
-        },
-        Operand {
-            data: w,
-            row_stride: 1,
-            col_stride: k,
-        },
+        Operand::rows(x, k),
+        Operand::transposed(w, k),
         candle_core::utils::get_num_threads(),
     );
     let mut dims = xl.shape().dims().to_vec();
@@ -543,16 +535,8 @@ fn linear_bias_backward(
             let dx = tensor_f32(w, |w| {
                 Ok(gemm_new(
                     (m, k, n),
-                    Operand {
-                        data: g,
-                        row_stride: n,
-                        col_stride: 1,
-                    },
-                    Operand {
-                        data: w,
-                        row_stride: k,
-                        col_stride: 1,
-                    },
+                    Operand::rows(g, n),
+                    Operand::rows(w, k),
                     threads,
                 ))
             })?;
@@ -592,16 +576,8 @@ fn weight_gradient(
     let product = |rows: std::ops::Range<usize>, threads: usize| {
         gemm_new(
             (n, k, rows.len()),
-            Operand {
-                data: &g[rows.start * n..rows.end * n],
-                row_stride: 1,
-                col_stride: n,
-            },
-            Operand {
-                data: &x[rows.start * k..rows.end * k],
-                row_stride: k,
-                col_stride: 1,
-            },
+            Operand::transposed(&g[rows.start * n..rows.end * n], n),
+            Operand::rows(&x[rows.start * k..rows.end * k], k),
             threads,
         )
     };
@@ -745,7 +721,7 @@ mod tests {
         }
     }
 
-    use crate::model::test_tensors::{max_abs, max_diff};
+    use crate::model::test_tensors::{max_abs, max_diff, on_pools_of_1_2_3};
 
     /// Value and input gradient of `ours` against candle's composite op under Σ probe·f(x).
     fn assert_same_op(
@@ -817,13 +793,7 @@ mod tests {
     /// of rows, one per thread (uneven on two).
     #[test]
     fn linear_ops_match_the_composite_layer() {
-        for threads in [1, 2, 3] {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(linear_ops_match_the_composite_layer_on_this_pool);
-        }
+        on_pools_of_1_2_3(linear_ops_match_the_composite_layer_on_this_pool);
     }
 
     fn linear_ops_match_the_composite_layer_on_this_pool() {

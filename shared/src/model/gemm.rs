@@ -10,6 +10,27 @@ pub struct Operand<'a> {
     pub col_stride: usize,
 }
 
+impl<'a> Operand<'a> {
+    /// A row-major matrix whose rows start `row_stride` apart.
+    pub fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Self {
+            data,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix whose rows start `stride` apart: element `(r, c)` is
+    /// `data[c · stride + r]`.
+    pub fn transposed(data: &'a [f32], stride: usize) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            col_stride: stride,
+        }
+    }
+}
+
 /// A new row-major `[m, n]` matrix `lhs · rhs` (`lhs: [m, k]`, `rhs: [k, n]`), written by the GEMM
 /// without being cleared first (a full pass through memory for a product that overwrites every element).
 pub fn gemm_new(
@@ -159,23 +180,11 @@ mod tests {
         ] {
             for (transposed, threads) in [(false, 1), (true, 1), (false, 2), (true, 3)] {
                 let lhs = if transposed {
-                    Operand {
-                        data: &data,
-                        row_stride: 1,
-                        col_stride: m,
-                    }
+                    Operand::transposed(&data, m)
                 } else {
-                    Operand {
-                        data: &data,
-                        row_stride: k,
-                        col_stride: 1,
-                    }
+                    Operand::rows(&data, k)
                 };
-                let rhs = Operand {
-                    data: &data[7..],
-                    row_stride: n + 3,
-                    col_stride: 1,
-                };
+                let rhs = Operand::rows(&data[7..], n + 3);
                 let want = reference((m, n, k), &lhs, &rhs);
                 let got = gemm_new((m, n, k), lhs, rhs, threads);
                 assert_eq!(got.len(), m * n);

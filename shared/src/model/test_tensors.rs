@@ -4,6 +4,18 @@ use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use candle_nn::VarMap;
 
+/// Runs `check` on rayon pools of one, two and three threads in turn: the fused CPU ops split their work
+/// by the pool they run on.
+pub fn on_pools_of_1_2_3(check: fn()) {
+    for threads in [1, 2, 3] {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(check);
+    }
+}
+
 /// max |t| over every element.
 pub fn max_abs(t: &Tensor) -> f32 {
     t.abs()

@@ -262,16 +262,8 @@ impl Plan {
                     n * l,
                     false,
                     (c_out, n * l, kk),
-                    Operand {
-                        data: w,
-                        row_stride: kk,
-                        col_stride: 1,
-                    },
-                    Operand {
-                        data: rhs,
-                        row_stride: n * l,
-                        col_stride: 1,
-                    },
+                    Operand::rows(w, kk),
+                    Operand::rows(rhs, n * l),
                     self.threads,
                 );
                 if per == 1 {
@@ -374,16 +366,8 @@ impl Plan {
                     c_out,
                     true,
                     (kk, c_out, n * l),
-                    Operand {
-                        data: colmat,
-                        row_stride: n * l,
-                        col_stride: 1,
-                    },
-                    Operand {
-                        data: gmat,
-                        row_stride: 1,
-                        col_stride: n * l,
-                    },
+                    Operand::rows(colmat, n * l),
+                    Operand::transposed(gmat, n * l),
                     threads,
                 );
                 let Some(dx) = dx.as_deref_mut() else {
@@ -391,16 +375,8 @@ impl Plan {
                 };
                 // dcolsᵀ = Wᵀ · g  ([K, C_out] · [C_out, n·L]), then back to the pixels.
                 let dxb = &mut dx[b0 * in_image..][..n * in_image];
-                let wt = Operand {
-                    data: w,
-                    row_stride: 1,
-                    col_stride: kk,
-                };
-                let gop = Operand {
-                    data: gmat,
-                    row_stride: n * l,
-                    col_stride: 1,
-                };
+                let wt = Operand::transposed(w, kk);
+                let gop = Operand::rows(gmat, n * l);
                 if direct {
                     gemm(dxb, l, false, (kk, l, c_out), wt, gop, threads);
                 } else {

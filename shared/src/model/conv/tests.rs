@@ -2,7 +2,7 @@ use candle_core::{Device, Var};
 
 use super::*;
 
-use crate::model::test_tensors::{max_abs, max_diff};
+use crate::model::test_tensors::{max_abs, max_diff, on_pools_of_1_2_3};
 
 /// Same values and gradients as candle's own conv2d (whose backward is correct, only slow).
 #[test]
@@ -91,13 +91,7 @@ fn unfused(x: &Tensor, w: &Tensor, b: &Tensor, s: usize, p: usize, act: Activati
 /// is split into runs of images (evenly or not) and a single image spreads its products over the threads.
 #[test]
 fn fused_matches_unfused_values_and_gradients() {
-    for threads in [1, 2, 3] {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(fused_matches_unfused_on_this_pool);
-    }
+    on_pools_of_1_2_3(fused_matches_unfused_on_this_pool);
 }
 
 fn fused_matches_unfused_on_this_pool() {
