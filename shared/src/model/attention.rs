@@ -116,8 +116,9 @@ impl CustomOp1 for Attention {
         let (b, g) = self.heads_of(layout.shape())?;
         let (t, d) = (g.tokens, g.dim);
         // Per image, with this thread's scratch for the probabilities.
-        let out = written(b * t * d, t * d, |i, out| {
-            let qkv = &qkv[i * t * 3 * d..(i + 1) * t * 3 * d];
+        let out = written(b * t * d, t * d, |at, out| {
+            // The image's q/k/v rows: three times as wide as its output rows.
+            let qkv = &qkv[3 * at.start..3 * at.end];
             with_scratch(t * t, |p| {
                 for h in 0..self.heads {
                     g.probabilities(qkv, h, p);
@@ -144,9 +145,10 @@ impl CustomOp1 for Attention {
         let dqkv = tensor_f32(arg, |qkv| {
             tensor_f32(&grad, |dout| {
                 // Per image, with this thread's scratch for the probabilities and their gradient.
-                Ok(written(qkv.len(), t * 3 * d, |i, dqkv| {
-                    let qkv = &qkv[i * t * 3 * d..(i + 1) * t * 3 * d];
-                    let dout = &dout[i * t * d..(i + 1) * t * d];
+                Ok(written(qkv.len(), t * 3 * d, |at, dqkv| {
+                    // The image's output-gradient rows: a third as wide as its q/k/v rows.
+                    let dout = &dout[at.start / 3..at.end / 3];
+                    let qkv = &qkv[at];
                     with_scratch(2 * t * t, |scratch| {
                         let (p, dp) = scratch.split_at_mut(t * t);
                         for h in 0..self.heads {

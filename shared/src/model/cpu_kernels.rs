@@ -224,8 +224,7 @@ pub(crate) fn elementwise_backward(
     let grad = grad.contiguous()?;
     let dx = tensor_f32(x, |x| {
         tensor_f32(&grad, |g| {
-            Ok(written(x.len(), CHUNK, |i, dx| {
-                let at = i * CHUNK..i * CHUNK + dx.len();
+            Ok(written(x.len(), CHUNK, |at, dx| {
                 f(&x[at.clone()], &g[at], dx)
             }))
         })
@@ -287,9 +286,7 @@ impl CustomOp1 for GeluErf {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, self.name())?;
-        let out = written(x.len(), CHUNK, |i, y| {
-            gelu_erf_forward(&x[i * CHUNK..i * CHUNK + y.len()], y)
-        });
+        let out = written(x.len(), CHUNK, |at, y| gelu_erf_forward(&x[at], y));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -322,8 +319,7 @@ impl CustomOp1 for Softmax {
         let piece = rows_per_chunk * cols;
         let dx = tensor_f32(res, |y| {
             tensor_f32(&grad, |g| {
-                Ok(written(y.len(), piece, |i, dx| {
-                    let at = i * piece..i * piece + dx.len();
+                Ok(written(y.len(), piece, |at, dx| {
                     softmax_backward(&y[at.clone()], &g[at], dx, cols)
                 }))
             })
@@ -483,9 +479,7 @@ impl CustomOp3 for LinearBiasAct {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (z, shape) = linear_bias_forward(xs, xl, ws, wl, bs, bl)?;
-        let y = written(z.len(), CHUNK, |i, y| {
-            self.act.forward(&z[i * CHUNK..i * CHUNK + y.len()], y)
-        });
+        let y = written(z.len(), CHUNK, |at, y| self.act.forward(&z[at], y));
         *self.pre.lock().expect("pre-activation") = z;
         Ok((CpuStorage::F32(y), shape))
     }
@@ -505,8 +499,7 @@ impl CustomOp3 for LinearBiasAct {
         let grad = grad_res.contiguous()?;
         let backward = self.act.backward();
         let dz = tensor_f32(&grad, |g| {
-            Ok(written(z.len(), CHUNK, |i, dz| {
-                let at = i * CHUNK..i * CHUNK + dz.len();
+            Ok(written(z.len(), CHUNK, |at, dz| {
                 backward(&z[at.clone()], &g[at], dz)
             }))
         })?;
@@ -564,9 +557,10 @@ fn linear_bias_backward(
 const SPLIT_ROWS: usize = 256;
 
 /// `dw = gᵀ · x` for `g: [m, n]`, `x: [m, k]`: with several threads in rayon's pool and many rows (a
-/// transformer's tokens), the sum of one-threaded products over one run of rows per thread. The `gemm` crate's own split of
-/// this long, thin product ran at 230–270 GFLOP/s on this machine's two cores for ViT-S/16's four weight
-/// shapes over a batch's 3152 tokens, the runs at 270–300 (interleaved measurements of both).
+/// transformer's tokens), the sum of one-threaded products over one run of rows per thread, in run order.
+/// The `gemm` crate's own split of this long, thin product ran at 230–270 GFLOP/s on this machine's two
+/// cores for ViT-S/16's four weight shapes over a batch's 3152 tokens, the runs at 270–300 (interleaved
+/// measurements of both).
 fn weight_gradient(
     g: &[f32],
     x: &[f32],
@@ -590,7 +584,7 @@ fn weight_gradient(
         .into_par_iter()
         .map(|t| product(t * run..((t + 1) * run).min(m), 1))
         .collect();
-    let mut dw = parts.swap_remove(0);
+    let mut dw = parts.remove(0);
     dw.par_chunks_mut(CHUNK).enumerate().for_each(|(i, sum)| {
         for part in &parts {
             add_assign(sum, &part[i * CHUNK..i * CHUNK + sum.len()]);

@@ -140,8 +140,8 @@ impl CustomOp3 for LayerNormOp {
             );
         }
         let task = rows_per_task(x.len() / d) * d;
-        let y = written(x.len(), task, |i, y| {
-            forward_rows(&x[i * task..i * task + y.len()], w, b, y, self.eps)
+        let y = written(x.len(), task, |at, y| {
+            forward_rows(&x[at], w, b, y, self.eps)
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }

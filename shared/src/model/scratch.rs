@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -38,34 +39,29 @@ const ZERO_PIECE: usize = 1 << 16;
 /// `len` zeros, cleared by rayon's threads together (`vec![0.0; len]` is one thread's memset or page
 /// faults while the others wait).
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    v.spare_capacity_mut()
-        .par_chunks_mut(ZERO_PIECE)
-        .for_each(|piece| piece.fill(MaybeUninit::new(0.0)));
-    // SAFETY: every one of the first `len` elements was written just above.
-    unsafe { v.set_len(len) };
-    v
+    written(len, ZERO_PIECE, |_, _| ())
 }
 
 /// A new vector of `len` floats whose pieces of `piece` elements (the last may be shorter) rayon's
-/// threads hand to `write(i, piece_i)` zeroed, for an op that overwrites its output. Each piece is
-/// cleared just before its writer runs, while it sits in that thread's cache: clearing the whole output
-/// first ([`zeros`]) went through memory twice and cost ~4% of a ViT-S training step.
+/// threads hand zeroed to `write(at, piece)`, `at` being the piece's range in the vector, for an op that
+/// overwrites its output. Each piece is cleared just before its writer runs, while it sits in that
+/// thread's cache, where clearing the whole output first went through memory once more.
 pub(crate) fn written(
     len: usize,
     piece: usize,
-    write: impl Fn(usize, &mut [f32]) + Sync + Send,
+    write: impl Fn(Range<usize>, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
+    let piece = piece.max(1);
     v.spare_capacity_mut()[..len]
-        .par_chunks_mut(piece.max(1))
+        .par_chunks_mut(piece)
         .enumerate()
         .for_each(|(i, part)| {
             part.fill(MaybeUninit::new(0.0));
             // SAFETY: every element of `part` was written just above, and `MaybeUninit<f32>` has the
             // layout of `f32`.
             let part = unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            write(i, part);
+            write(i * piece..i * piece + part.len(), part);
         });
     // SAFETY: the pieces cover the first `len` elements, each written above.
     unsafe { v.set_len(len) };
@@ -94,11 +90,13 @@ mod tests {
             (13, 4),
             (3 * ZERO_PIECE + 5, ZERO_PIECE),
         ] {
-            let v = written(len, piece, |i, part| {
-                assert!(part.iter().all(|&x| x == 0.0), "piece {i} not zeroed");
-                assert!(part.len() == piece || (i + 1) * piece >= len);
+            let v = written(len, piece, |at, part| {
+                assert!(part.iter().all(|&x| x == 0.0), "piece {at:?} not zeroed");
+                assert_eq!(at.start % piece, 0);
+                assert!(part.len() == piece || at.end == len);
+                assert_eq!(at.len(), part.len());
                 for (j, x) in part.iter_mut().enumerate() {
-                    *x = (i * piece + j) as f32;
+                    *x = (at.start + j) as f32;
                 }
             });
             assert_eq!(v.len(), len);
